@@ -1,0 +1,1 @@
+"""The Kazi shared ground floor: models, settings, schemas, and the S3 / Label Studio adapters."""

@@ -1,0 +1,326 @@
+"""The services of the local stack, built from :class:`~flows.core.settings.Settings`.
+
+Everything binds to 127.0.0.1 and keeps its data and logs under ``settings.stack_dir``; the Label
+Studio virtual environment is shared between stacks under ``settings.tools_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from flows.core.settings import Settings, local_label_studio_token
+from flows.stack.process import ManagedProcess, StackError, tail
+
+LABEL_STUDIO_REQUIREMENTS = Path(__file__).with_name("label-studio-requirements.txt")
+HOST = "127.0.0.1"
+
+
+def _bin(name: str) -> str:
+    """An executable of the running environment (the project venv), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"`{name}` is not installed: run the README's set-up (make demo / make test).")
+    return found
+
+
+def _http_ok(url: str, expect: tuple[int, ...] = (200,)) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code in expect
+    except httpx.HTTPError:
+        return False
+
+
+# --- SeaweedFS ----------------------------------------------------------------------------------
+
+
+def seaweedfs(settings: Settings) -> ManagedProcess:
+    p = settings.ports
+    workdir = settings.stack_dir / "s3"
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    config = workdir / "s3-identities.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "kazi",
+                        "credentials": [
+                            {
+                                "accessKey": settings.s3_access_key_id,
+                                "secretKey": settings.s3_secret_access_key.get_secret_value(),
+                            }
+                        ],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    }
+                ]
+            }
+        )
+    )
+    config.chmod(0o600)
+    argv = [
+        _bin("weed"),
+        "mini",
+        f"-dir={data}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-master.port={p.weed_master}",
+        f"-master.port.grpc={p.weed_master_grpc}",
+        f"-volume.port={p.weed_volume}",
+        f"-volume.port.grpc={p.weed_volume_grpc}",
+        f"-filer.port={p.weed_filer}",
+        f"-filer.port.grpc={p.weed_filer_grpc}",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        f"-s3.port={p.s3}",
+        f"-s3.port.grpc={p.s3_grpc}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
+        f"-admin.port={p.weed_admin}",
+        f"-admin.port.grpc={p.weed_admin_grpc}",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-master.telemetry=false",
+        "-s3.autoCreateBucket=false",
+        f"-s3.config={config}",
+    ]
+
+    def healthy() -> bool:
+        # An anonymous request is refused with 403 once the S3 gateway is up with credentials.
+        return _http_ok(f"http://{HOST}:{p.s3}/", expect=(403,))
+
+    return ManagedProcess("seaweedfs", argv, workdir, healthy, env={"TMPDIR": str(workdir)})
+
+
+# --- Label Studio -------------------------------------------------------------------------------
+
+
+def label_studio_venv(settings: Settings) -> Path:
+    """Create (once) Label Studio's own virtual environment from the committed requirements."""
+    venv = settings.tools_dir / "label-studio"
+    digest = hashlib.sha256(LABEL_STUDIO_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    stamp = venv / ".kazi-installed"
+    if stamp.exists() and stamp.read_text() == digest:
+        return venv
+    log = settings.tools_dir / "label-studio-install.log"
+    settings.tools_dir.mkdir(parents=True, exist_ok=True)
+    uv = _bin("uv")
+    with log.open("wb") as out:
+        for argv in (
+            [uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(venv)],
+            [uv, "pip", "install", "--compile-bytecode", "--python", str(venv / "bin" / "python"),
+             "-r", str(LABEL_STUDIO_REQUIREMENTS)],
+        ):
+            if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode:
+                raise StackError(f"Installing Label Studio failed; see {log}:\n{tail(log)}")
+    stamp.write_text(digest)
+    return venv
+
+
+@dataclass(frozen=True)
+class LabelStudioInstance:
+    index: int
+    url: str
+    workdir: Path
+
+    @property
+    def name(self) -> str:
+        return f"label-studio-{'abcd'[self.index]}"
+
+
+def label_studio_instances(settings: Settings) -> list[LabelStudioInstance]:
+    return [
+        LabelStudioInstance(
+            i,
+            f"http://{HOST}:{settings.ports.label_studio(i)}",
+            settings.stack_dir / f"label-studio-{'abcd'[i]}",
+        )
+        for i in range(settings.stack_label_studio_instances)
+    ]
+
+
+def _label_studio_env(settings: Settings, inst: LabelStudioInstance) -> dict[str, str]:
+    return {
+        "LABEL_STUDIO_BASE_DATA_DIR": str(inst.workdir / "data"),
+        "LATEST_VERSION_CHECK": "false",
+        "COLLECT_ANALYTICS": "false",
+        # The local S3 server lives on loopback, which Label Studio bans as SSRF protection by
+        # default; allow it on the local stack only (link-local stays banned).
+        "USE_DEFAULT_BANNED_SUBNETS": "false",
+        "USER_ADDITIONAL_BANNED_SUBNETS": "169.254.0.0/16,fe80::/10",
+        "LABEL_STUDIO_HOST": inst.url,
+        "DJANGO_DB": "sqlite",
+        "LOG_LEVEL": "WARNING",
+        "TMPDIR": str(inst.workdir),
+    }
+
+
+def init_label_studio(settings: Settings, inst: LabelStudioInstance, venv: Path) -> subprocess.Popen[bytes] | None:
+    """Start the one-time, non-interactive init of an instance (admin user + API token)."""
+    stamp = inst.workdir / ".kazi-initialised"
+    if stamp.exists():
+        return None
+    inst.workdir.mkdir(parents=True, exist_ok=True)
+    log = (inst.workdir / "init.log").open("ab")
+    argv = [
+        str(venv / "bin" / "label-studio"),
+        "init",
+        "-q",
+        "--username",
+        settings.stack_admin_email,
+        "--password",
+        settings.stack_admin_password.get_secret_value(),
+        "--user-token",
+        local_label_studio_token(settings, inst.index).get_secret_value(),
+        "--enable-legacy-api-token",
+    ]
+    return subprocess.Popen(
+        argv,
+        cwd=inst.workdir,
+        env={**os.environ, **_label_studio_env(settings, inst)},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def label_studio(settings: Settings, inst: LabelStudioInstance, venv: Path) -> ManagedProcess:
+    port = settings.ports.label_studio(inst.index)
+    argv = [
+        str(venv / "bin" / "label-studio"),
+        "start",
+        "--internal-host",
+        HOST,
+        "-p",
+        str(port),
+        "--no-browser",
+    ]
+    return ManagedProcess(
+        inst.name,
+        argv,
+        inst.workdir,
+        lambda: _http_ok(f"{inst.url}/health"),
+        env=_label_studio_env(settings, inst),
+    )
+
+
+# --- Prefect ------------------------------------------------------------------------------------
+
+
+def prefect_env(settings: Settings) -> dict[str, str]:
+    port = settings.ports.prefect
+    return {
+        "PREFECT_HOME": str(settings.stack_dir / "prefect"),
+        "PREFECT_SERVER_API_HOST": HOST,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_URL": f"http://{HOST}:{port}/api",
+        "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    }
+
+
+def prefect_server(settings: Settings) -> ManagedProcess:
+    port = settings.ports.prefect
+    argv = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)]
+    workdir = settings.stack_dir / "prefect"
+    return ManagedProcess(
+        "prefect-server",
+        argv,
+        workdir,
+        lambda: _http_ok(f"http://{HOST}:{port}/api/health"),
+        env=prefect_env(settings),
+    )
+
+
+# --- The whole stack ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    name: str
+    url: str
+    running: bool
+    log: Path
+
+
+class LocalStack:
+    """Bring the local stack up (reusing what runs), report on it, and tear it down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _processes(self, venv: Path | None = None) -> Iterator[tuple[ManagedProcess, str]]:
+        s = self.settings
+        yield seaweedfs(s), f"http://{HOST}:{s.ports.s3}"
+        venv = venv or s.tools_dir / "label-studio"
+        for inst in label_studio_instances(s):
+            yield label_studio(s, inst, venv), inst.url
+        yield prefect_server(s), f"http://{HOST}:{s.ports.prefect}"
+
+    def up(self, progress: bool = True) -> list[StackStatus]:
+        s = self.settings
+        s.stack_dir.mkdir(parents=True, exist_ok=True)
+        say = print if progress else (lambda *_a, **_k: None)
+        started = time.monotonic()
+        deadline = started + s.stack_start_timeout_seconds
+        # Start what needs no set-up first, so it warms up while Label Studio installs.
+        s3 = seaweedfs(s)
+        prefect = prefect_server(s)
+        for proc in (s3, prefect):
+            if proc.start():
+                say(f"  starting {proc.name} (log: {proc.log_path})")
+        say("  checking Label Studio's environment ...")
+        venv = label_studio_venv(s)
+        instances = label_studio_instances(s)
+        inits = [(inst, init_label_studio(s, inst, venv)) for inst in instances]
+        for inst, popen in inits:
+            if popen is None:
+                continue
+            say(f"  initialising {inst.name} (first run only, about a minute)")
+        for inst, popen in inits:
+            if popen is None:
+                continue
+            if popen.wait() != 0:
+                raise StackError(
+                    f"Label Studio init failed for {inst.name}; see {inst.workdir / 'init.log'}:\n"
+                    f"{tail(inst.workdir / 'init.log')}"
+                )
+            (inst.workdir / ".kazi-initialised").write_text("ok")
+        ls_procs = [label_studio(s, inst, venv) for inst in instances]
+        for proc in ls_procs:
+            if proc.start():
+                say(f"  starting {proc.name} (log: {proc.log_path})")
+        procs = [s3, prefect, *ls_procs]
+        with ThreadPoolExecutor(len(procs)) as pool:
+            for fut in [pool.submit(p.wait_healthy, deadline) for p in procs]:
+                fut.result()
+        say(f"  local stack healthy in {time.monotonic() - started:.0f} s")
+        return self.status()
+
+    def status(self) -> list[StackStatus]:
+        return [
+            StackStatus(proc.name, url, proc.is_healthy(), proc.log_path) for proc, url in self._processes()
+        ]
+
+    def down(self) -> list[str]:
+        stopped = []
+        for proc, _ in reversed(list(self._processes())):
+            if proc.stop():
+                stopped.append(proc.name)
+        return stopped

@@ -1,0 +1,1 @@
+"""The simulated workforce and sample-data generators (demo, tests, bench). Never imported by flows."""
