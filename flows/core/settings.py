@@ -68,6 +68,10 @@ class StackPorts(BaseModel):
     def weed_admin_grpc(self) -> int:
         return self.base + 14
 
+    def all(self) -> list[int]:
+        """Every port a stack may bind (up to four Label Studio instances)."""
+        return list(range(self.base, self.base + 15))
+
 
 class Settings(BaseSettings):
     """All configuration, from ``KAZI_*`` environment variables (and an optional ``.env`` file).
@@ -82,6 +86,11 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         case_sensitive=False,
+    )
+
+    local_stack: bool = Field(
+        default=True,
+        description="Fill unset endpoints and tokens from the embedded local stack. Set false in production.",
     )
 
     # --- S3 -------------------------------------------------------------------------------------
@@ -127,9 +136,13 @@ class Settings(BaseSettings):
         return self.secrets.get(name.lower())
 
     def is_local_stack(self) -> bool:
-        return self.s3_endpoint_url is None or self.s3_endpoint_url.startswith(
-            ("http://127.0.0.1", "http://localhost")
-        )
+        return self.s3_endpoint_url is None or self.s3_endpoint_url.startswith(("http://127.0.0.1", "http://localhost"))
+
+
+def load_settings() -> Settings:
+    """The settings every entry point uses: the environment, completed from the local stack if enabled."""
+    settings = Settings()
+    return local_stack_settings(settings) if settings.local_stack else settings
 
 
 def local_stack_settings(base: Settings | None = None) -> Settings:

@@ -100,8 +100,7 @@ class ManagedProcess:
                 return
             if self.pid() is None and not self.is_healthy():
                 raise StackError(
-                    f"{self.name} exited during start-up. Its log {self.log_path} ends with:\n"
-                    f"{tail(self.log_path)}"
+                    f"{self.name} exited during start-up. Its log {self.log_path} ends with:\n{tail(self.log_path)}"
                 )
             time.sleep(0.5)
         raise StackError(

@@ -123,8 +123,16 @@ def label_studio_venv(settings: Settings) -> Path:
     with log.open("wb") as out:
         for argv in (
             [uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(venv)],
-            [uv, "pip", "install", "--compile-bytecode", "--python", str(venv / "bin" / "python"),
-             "-r", str(LABEL_STUDIO_REQUIREMENTS)],
+            [
+                uv,
+                "pip",
+                "install",
+                "--compile-bytecode",
+                "--python",
+                str(venv / "bin" / "python"),
+                "-r",
+                str(LABEL_STUDIO_REQUIREMENTS),
+            ],
         ):
             if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode:
                 raise StackError(f"Installing Label Studio failed; see {log}:\n{tail(log)}")
@@ -314,9 +322,7 @@ class LocalStack:
         return self.status()
 
     def status(self) -> list[StackStatus]:
-        return [
-            StackStatus(proc.name, url, proc.is_healthy(), proc.log_path) for proc, url in self._processes()
-        ]
+        return [StackStatus(proc.name, url, proc.is_healthy(), proc.log_path) for proc, url in self._processes()]
 
     def down(self) -> list[str]:
         stopped = []

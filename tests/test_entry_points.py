@@ -1,0 +1,28 @@
+"""Every flow module and entry point imports, so a broken entry point fails fast."""
+
+import importlib
+import pkgutil
+
+import pytest
+
+import flows
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_module_imports() -> None:
+    names = [m.name for m in pkgutil.walk_packages(flows.__path__, "flows.")]
+    assert "flows.smoke" in names and "flows.cli" in names
+    for name in names:
+        importlib.import_module(name)
+
+
+def test_cli_help_lists_the_commands(capsys) -> None:
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("stack", "demo", "smoke"):
+        assert command in out
