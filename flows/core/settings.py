@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         "Prefect Secret blocks of the same name.",
     )
 
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("kazi-local-pseudonym-key-change-me"),
+        description="HMAC key that turns Label Studio user ids into pseudonymous annotator ids.",
+    )
+
     # --- Prefect --------------------------------------------------------------------------------
     prefect_api_url: str | None = Field(default=None, description="Prefect API, e.g. http://127.0.0.1:18300/api")
     work_pool: str = "kazi-local"

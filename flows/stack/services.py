@@ -173,6 +173,10 @@ def _label_studio_env(settings: Settings, inst: LabelStudioInstance) -> dict[str
         "USER_ADDITIONAL_BANNED_SUBNETS": "169.254.0.0/16,fe80::/10",
         "LABEL_STUDIO_HOST": inst.url,
         "DJANGO_DB": "sqlite",
+        # A stable key per instance, so browser sessions survive a restart of the stack.
+        "SECRET_KEY": hashlib.sha256(
+            f"{settings.stack_admin_password.get_secret_value()}:{inst.url}".encode()
+        ).hexdigest(),
         "LOG_LEVEL": "WARNING",
         "TMPDIR": str(inst.workdir),
     }
@@ -256,6 +260,35 @@ def prefect_server(settings: Settings) -> ManagedProcess:
     )
 
 
+def prefect_worker(settings: Settings) -> ManagedProcess:
+    """A process worker serving the work pool: it runs deployment flow runs as subprocesses.
+
+    It inherits the stack's ``KAZI_*`` environment, so flow runs reach the same S3 and Label Studio.
+    More machines scale out by starting the same command against the same API and pool.
+    """
+    port = settings.ports.prefect
+    pool = settings.work_pool
+
+    def healthy() -> bool:
+        try:
+            resp = httpx.get(f"http://{HOST}:{port}/api/work_pools/{pool}", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200 and resp.json().get("status") == "READY"
+
+    workdir = settings.stack_dir / "prefect"
+    env = prefect_env(settings) | {
+        "KAZI_STACK_DIR": str(settings.stack_dir),
+        "KAZI_STACK_PORT_BASE": str(settings.stack_port_base),
+        "KAZI_TOOLS_DIR": str(settings.tools_dir),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+    argv = [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker-1"]
+    proc = ManagedProcess("prefect-worker", argv, workdir, healthy, env=env)
+    return proc
+
+
 # --- The whole stack ----------------------------------------------------------------------------
 
 
@@ -280,6 +313,7 @@ class LocalStack:
         for inst in label_studio_instances(s):
             yield label_studio(s, inst, venv), inst.url
         yield prefect_server(s), f"http://{HOST}:{s.ports.prefect}"
+        yield prefect_worker(s), f"http://{HOST}:{s.ports.prefect}/work-pools/work-pool/{s.work_pool}"
 
     def up(self, progress: bool = True) -> list[StackStatus]:
         s = self.settings
@@ -318,6 +352,11 @@ class LocalStack:
         with ThreadPoolExecutor(len(procs)) as pool:
             for fut in [pool.submit(p.wait_healthy, deadline) for p in procs]:
                 fut.result()
+        # The worker needs the server; it creates its work pool on first start.
+        worker = prefect_worker(s)
+        if worker.start():
+            say(f"  starting {worker.name} for work pool {s.work_pool!r} (log: {worker.log_path})")
+        worker.wait_healthy(deadline)
         say(f"  local stack healthy in {time.monotonic() - started:.0f} s")
         return self.status()
 
