@@ -285,8 +285,7 @@ def prefect_worker(settings: Settings) -> ManagedProcess:
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
     }
     argv = [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker-1"]
-    proc = ManagedProcess("prefect-worker", argv, workdir, healthy, env=env)
-    return proc
+    return ManagedProcess("prefect-worker", argv, workdir, healthy, env=env)
 
 
 # --- The whole stack ----------------------------------------------------------------------------
