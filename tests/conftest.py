@@ -73,6 +73,10 @@ def stack_settings():  # type: ignore[no-untyped-def]
     ObjectStore(settings).ensure_bucket(settings.workspace_bucket)
     yield settings
     if not was_running and os.environ.get("KAZI_TEST_KEEP_STACK") != "1":
+        # Send Prefect's buffered run logs while the server still listens.
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
         stack.down()
 
 
