@@ -20,9 +20,9 @@ from label_studio_sdk.core.api_error import ApiError
 from pydantic import SecretStr
 
 from flows.core.models import PartnerSite
+from flows.core.schemas import TASK_KEY
 from flows.core.settings import Settings
 
-TASK_KEY = "kazi_task_key"
 _KEY_MARKER = re.compile(r"\[kazi:([^\]]+)\]")
 IMPORT_CHUNK = 5_000
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+#: Data key of every Label Studio task Kazi imports: ``f"{project_key}/{item ref}"``, how Kazi imports
+#: each task exactly once.
+TASK_KEY = "kazi_task_key"
+
 #: Canonical items, written by ingest. ``record`` is the client's original row as JSON, unchanged.
 ITEMS = pa.schema(
     [

@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.core.models import TaskType, WorkOrder
-
-TASK_KEY = "kazi_task_key"
+from flows.core.schemas import TASK_KEY
 
 _MEDIA_KEY = {
     TaskType.IMAGE_CLASSIFICATION: "image",
