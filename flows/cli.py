@@ -93,6 +93,43 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_registry_text(source: str, settings: Settings) -> str:
+    from pathlib import Path
+
+    if source.startswith("s3://"):
+        from flows.core.s3 import ObjectStore, parse_uri
+
+        bucket, key = parse_uri(source)
+        return ObjectStore(settings).get_bytes(bucket, key).decode()
+    return Path(source).read_text()
+
+
+def cmd_sites(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from flows.core.models import PartnerRegistry
+    from flows.core.workspace import default_registry_uri
+    from flows.split.eligibility import impact_reasons
+
+    settings = load_settings()
+    source = args.registry or default_registry_uri(settings)
+    registry = PartnerRegistry.from_yaml(_load_registry_text(source, settings))
+    today = datetime.now(UTC).date()
+    print(f"Partner sites in {source} (screened on {today.isoformat()}):\n")
+    print(f"  {'site':16} {'country':7} {'wage/h':>14} {'living wage/h':>14}  {'audit':10}  eligible")
+    for site in registry.sites:
+        imp = site.impact
+        reasons = impact_reasons(site, today)
+        if args.task_type and args.task_type not in {t.value for t in site.task_types}:
+            reasons.append(f"lacks the {args.task_type} skill")
+        verdict = "yes" if not reasons else "no: " + "; ".join(reasons)
+        print(
+            f"  {site.id:16} {site.country:7} {imp.hourly_wage:>10,.2f} {imp.currency} "
+            f"{imp.living_wage:>10,.2f} {imp.currency}  {imp.last_audit.isoformat():10}  {verdict}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kazi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--no-stack", action="store_true", help="do not start the local stack")
         p.set_defaults(func=cmd_smoke)
+
+    p = sub.add_parser("sites", help="list partner sites and whether they may get work")
+    p.add_argument("--registry", help="registry YAML: a file or s3:// URI (default: the workspace registry)")
+    p.add_argument("--task-type", help="also check the skill for this task type")
+    p.set_defaults(func=cmd_sites)
 
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -26,3 +26,15 @@ def test_cli_help_lists_the_commands(capsys) -> None:
     out = capsys.readouterr().out
     for command in ("stack", "demo", "smoke"):
         assert command in out
+
+
+def test_sites_lists_eligibility_with_reasons(capsys) -> None:
+    from flows.cli import main
+
+    assert (
+        main(["sites", "--registry", "data_contracts/sample_registry.yaml", "--task-type", "image_classification"]) == 0
+    )
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[3:] if line.strip()}
+    assert lines["nairobi"].endswith("yes")
+    assert "below the local living wage" in lines["port-au-prince"]
+    assert "audit lapsed" in lines["lahore"]

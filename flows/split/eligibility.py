@@ -24,6 +24,20 @@ def check_site(site: PartnerSite, work_order: WorkOrder, today: date) -> list[st
     Returns:
         One plain-language reason per failed rule, in a fixed order.
     """
+    reasons = impact_reasons(site, today)
+    if work_order.task_type not in site.task_types:
+        skills = ", ".join(t.value for t in site.task_types) or "none"
+        reasons.append(f"lacks the {work_order.task_type.value} skill (has: {skills})")
+    reasons.extend(_capacity_reasons(site, work_order))
+    try:
+        ZoneInfo(site.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        reasons.append(f"unknown time zone {site.timezone!r}: its shifts cannot be placed")
+    return reasons
+
+
+def impact_reasons(site: PartnerSite, today: date) -> list[str]:
+    """Reasons from the social-impact screening alone (wage, audit, suspension); empty means it passes."""
     reasons: list[str] = []
     impact = site.impact
     if impact.hourly_wage < impact.living_wage:
@@ -42,14 +56,6 @@ def check_site(site: PartnerSite, work_order: WorkOrder, today: date) -> list[st
         reasons.append(f"audit status is {impact.audit_status.value}, not passed")
     if impact.suspended:
         reasons.append("site is suspended")
-    if work_order.task_type not in site.task_types:
-        skills = ", ".join(t.value for t in site.task_types) or "none"
-        reasons.append(f"lacks the {work_order.task_type.value} skill (has: {skills})")
-    reasons.extend(_capacity_reasons(site, work_order))
-    try:
-        ZoneInfo(site.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        reasons.append(f"unknown time zone {site.timezone!r}: its shifts cannot be placed")
     return reasons
 
 
