@@ -71,8 +71,14 @@ class Step:
     answer: SimulatedAnswer
 
 
-def _item_id(task: Mapping[str, Any]) -> str:
+def _item_id(task: Mapping[str, Any], refs: Mapping[str, str] | None = None) -> str:
+    """The item a task shows: Kazi tasks carry an opaque ``item`` ref, which ``refs`` maps back."""
     data = task.get("data", {})
+    if refs is not None and "item" in data:
+        ref = str(data["item"])
+        if ref not in refs:
+            raise ValueError(f"task {task.get('id')} shows item ref {ref!r}, which this workforce has no truth for")
+        return refs[ref]
     if "item_id" not in data:
         raise ValueError(f"task {task.get('id')} has no data.item_id: not a Kazi task")
     return str(data["item_id"])
@@ -92,9 +98,16 @@ class SimulatedWorkforce:
         profiles: The annotators (ids unique).
         truth: Right answers (and label set / fields) of every item that may show up in a task.
         seed: Fixes every answer, skip and lead time.
+        refs: Item ref -> item id, for tasks that show opaque refs (as Kazi's do) instead of item ids.
     """
 
-    def __init__(self, profiles: Sequence[AnnotatorProfile], truth: Truth, seed: int = 0) -> None:
+    def __init__(
+        self,
+        profiles: Sequence[AnnotatorProfile],
+        truth: Truth,
+        seed: int = 0,
+        refs: Mapping[str, str] | None = None,
+    ) -> None:
         ids = [p.id for p in profiles]
         if len(set(ids)) != len(ids):
             raise ValueError("profile ids must be unique")
@@ -103,6 +116,7 @@ class SimulatedWorkforce:
         self.profiles: dict[str, AnnotatorProfile] = {p.id: p for p in profiles}
         self.truth = truth
         self.seed = seed
+        self.refs = dict(refs) if refs is not None else None
         self._log: list[dict[str, Any]] = []
 
     # -- answers (pure) ---------------------------------------------------------------------
@@ -167,7 +181,7 @@ class SimulatedWorkforce:
             touched = {u for u in (_completed_by(a) for a in annotations) if u is not None}
             answered = sum(1 for a in annotations if not a.get("was_cancelled"))
             if answered < overlap:
-                pending.append((index, _item_id(task), touched, overlap - answered))
+                pending.append((index, _item_id(task, self.refs), touched, overlap - answered))
         rng = np.random.default_rng([self.seed, 0x5EED])
         chosen = [pending[i] for i in sorted(rng.permutation(len(pending))[: math.floor(fraction * len(pending))])]
         workers = sorted(user_ids)

@@ -306,16 +306,22 @@ class AnnotateResult(BaseModel):
 
 class QAResult(BaseModel):
     work_order_id: str
-    results_uri: str
-    report_uri: str
+    round_number: int = 0
+    results_uri: str = Field(description="Consolidated answers (schemas.CONSOLIDATED), one row per item.")
+    report_uri: str = Field(description="Presigned link to the QA report (HTML).")
+    report_key: str = Field(description="Workspace key of the QA report, for the delivery package.")
+    validation_uri: str = Field(description="Great Expectations validation results (JSON) in the workspace.")
     data_docs_uri: str | None
     passed: bool
+    approved: bool | None = Field(default=None, description="A QA lead's decision when validation failed.")
     approved_by: str | None = None
     approval_comment: str | None = None
     items: int
     rework_items: int
+    rework_uri: str | None = Field(default=None, description="Items sent to rework, with the reason.")
     excluded_annotators: list[str] = Field(default_factory=list)
-    rounds: int = 0
+    agreement: float | None = None
+    gold_accuracy: float | None = None
 
 
 class DeliveryResult(BaseModel):

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         description="HMAC key that turns Label Studio user ids into pseudonymous annotator ids.",
     )
 
+    worker_record_signing_seed: SecretStr = Field(
+        default=SecretStr("kazi-local-worker-record-seed-change-me"),
+        description="Seed of the Ed25519 key that signs worker records (the key is sha256 of it).",
+    )
+
     # --- Prefect --------------------------------------------------------------------------------
     prefect_api_url: str | None = Field(default=None, description="Prefect API, e.g. http://127.0.0.1:18300/api")
     work_pool: str = "kazi-local"
