@@ -222,6 +222,10 @@ class PartnerSite(Strict):
 
 class PartnerRegistry(Strict):
     sites: list[PartnerSite]
+    fx_to_usd: dict[str, float] = Field(
+        default_factory=dict,
+        description="USD per unit of each site currency, for comparing pay with living wages (e.g. KES: 0.0077).",
+    )
 
     @field_validator("sites")
     @classmethod

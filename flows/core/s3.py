@@ -208,6 +208,24 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._explain(exc, bucket, key) from None
 
+    def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end - 1`` of an object (a ranged GET; fewer when the object is shorter).
+
+        Reads only what it needs, e.g. an image's header for its pixel size. A range starting at or past
+        the end of the object gives ``b""``.
+        """
+        if start < 0 or end <= start:
+            raise ValueError(f"bad byte range {start}..{end} for s3://{bucket}/{key}")
+        try:
+            resp = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+            return resp["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in {"InvalidRange", "416"}:
+                return b""
+            raise self._explain(exc, bucket, key) from None
+        except BotoCoreError as exc:
+            raise self._explain(exc, bucket, key) from None
+
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         try:
             resp = self.client.head_object(Bucket=bucket, Key=key)
