@@ -247,7 +247,7 @@ def publish_impact(
     # The registry keeps the reviewed rates; a run may override them for its pay period.
     rates = {**registry.fx_to_usd, **(fx_to_usd or {})}
     unassessed = {
-        s: f"no exchange rate for {known[s].impact.currency}: add it to the registry's fx_to_usd"
+        s: f"no exchange rate for {known[s].impact.currency}: add it to fx_to_usd in the registry"
         for s in used
         if known[s].impact.currency != "USD" and known[s].impact.currency not in rates
     }

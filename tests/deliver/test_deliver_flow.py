@@ -376,7 +376,7 @@ def test_a_site_paid_in_a_currency_without_exchange_rate_is_reported_not_assesse
     deliver_flow(world.work_order, registry_uri=world.registry_uri)
 
     html = world.store.get_bytes(world.bucket, world.ws.key("deliver", "impact", "index.html")).decode()
-    assert "Not assessed: site-b (no exchange rate for KES: add it to the registry's fx_to_usd)" in html
+    assert "Not assessed: site-b (no exchange rate for KES: add it to fx_to_usd in the registry)" in html
     # Without a rate its pay cannot be compared, so it is not suspended either.
     assert world.registry().site("site-b").impact.suspended is False
 
