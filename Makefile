@@ -18,7 +18,7 @@ fmt: ## Format and autofix
 
 bench: ## Run the benchmarks (see bench/README.md)
 	@scripts/bootstrap.sh --bench
-	@.venv/bin/python -m bench
+	@.venv/bin/python -m bench $(ARGS)
 
 stack-up: ## Start the local stack (reuses what runs)
 	@scripts/bootstrap.sh
