@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.core.contracts import Contract, load_contract
+from flows.core.gx import DOCS_SITE, INDEX_PAGE, docs_context
 from flows.core.models import QAThresholds, TaskType, WorkOrder
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ GX_TYPES: Mapping[CheckKind, str] = {
 #: 30.1234 + 69.8766 is 100, not 100.00000000000001.
 EDGE_DECIMALS = 6
 
-DOCS_SITE = "kazi"
-INDEX_PAGE = "index.html"
 WORK_ORDER_SCOPE = "work order"
 _EXAMPLES = 5
 
@@ -756,22 +755,10 @@ def run_gx(validation: ValidationInput, docs_dir: Path, *, run_name: str | None 
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     start = time.perf_counter()
     docs_dir = Path(docs_dir)
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    for site in list(context.list_data_docs_sites()):
-        context.delete_data_docs_site(site)
-    site_config: Any = {
-        "class_name": "SiteBuilder",
-        "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    }
-    context.add_data_docs_site(DOCS_SITE, site_config)
+    context = docs_context(docs_dir)
     run_name = run_name or f"{validation.work_order_id}-{uuid.uuid4().hex[:8]}"
     source = context.data_sources.add_pandas(name="kazi")
     outcomes: dict[int, ExpectationOutcome] = {}

@@ -1,0 +1,72 @@
+"""Great Expectations set-up shared by every stage: an ephemeral context whose Data Docs go to a folder.
+
+Data Docs straight to S3 is gone from GX 1.x (``TupleS3StoreBackend`` no longer loads), so each run
+builds its docs into a local folder and the flow publishes it with :func:`flows.core.publish.publish_site`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.checkpoint.checkpoint import CheckpointResult
+    from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.data_context import AbstractDataContext
+
+DOCS_SITE = "kazi"
+INDEX_PAGE = "index.html"
+
+
+def docs_context(docs_dir: Path) -> AbstractDataContext:
+    """A fresh ephemeral context, progress bars off, with one Data Docs site in ``docs_dir``."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    for site in list(context.list_data_docs_sites()):
+        context.delete_data_docs_site(site)
+    site_config: Any = {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    context.add_data_docs_site(DOCS_SITE, site_config)
+    return context
+
+
+def run_checkpoint(
+    context: AbstractDataContext,
+    suite: ExpectationSuite,
+    frame: pd.DataFrame,
+    *,
+    name: str,
+    run_name: str,
+    result_format: dict[str, Any] | None = None,
+) -> CheckpointResult:
+    """Validate ``frame`` against ``suite`` through a checkpoint that updates the Data Docs site."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    names = {d.name for d in context.data_sources.all().values()}
+    source = context.data_sources.get("kazi") if "kazi" in names else context.data_sources.add_pandas(name="kazi")
+    suite = context.suites.add_or_update(suite)
+    asset = source.add_dataframe_asset(name=name)  # type: ignore[attr-defined]
+    batch = asset.add_batch_definition_whole_dataframe(f"{name}-whole")
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{name}.validation", data=batch, suite=suite)
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{name}.checkpoint",
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE])],
+            result_format=result_format or {"result_format": "SUMMARY", "partial_unexpected_count": 20},
+        )
+    )
+    return checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
