@@ -60,7 +60,7 @@ class Rule(Strict):
         except re.error as e:
             raise ValueError(f"regex {v!r} does not compile in Python: {e}") from None
         try:
-            pc.match_substring_regex(pa.array([], pa.string()), v)
+            pc.match_substring_regex(pa.array([""], pa.string()), v)  # compiled on first use
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise ValueError(f"regex {v!r} does not compile in RE2 (pyarrow): {e}") from None
         return v

@@ -1,0 +1,279 @@
+"""The ingest flow: a client's dataset in S3 -> canonical items, quarantine and duplicates, reconciled.
+
+Orchestration only; reading, checking, normalising and deduplicating live in ``read``, ``contract``,
+``normalise`` and ``dedupe``. A run is one *ingest version*, named by the content of the source objects
+(their SHA-256), the column mapping and the contract. Rerunning on the same input finds the finished
+version and rewrites nothing; a changed input is a new version beside the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.core.contracts import load_contract
+from flows.core.gx import docs_context, run_checkpoint
+from flows.core.models import IngestResult, WorkOrder
+from flows.core.publish import publish_site
+from flows.core.s3 import ObjectInfo, ObjectStore, S3Error, parse_uri
+from flows.core.schemas import ITEMS
+from flows.core.settings import load_settings
+from flows.core.workspace import read_model_or_none, workspace, write_json, write_model
+from flows.ingest.contract import build_suite, gx_frame
+from flows.ingest.dedupe import Reconciliation, SeenState, ingest_batches
+from flows.ingest.normalise import N_SHARDS
+from flows.ingest.read import iter_batches
+from flows.ingest.sink import IngestSink, quarantine_summary, reasons_count
+
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    uri: str
+    size: int
+    etag: str
+    sha256: str
+
+
+def _sha256(store: ObjectStore, info: ObjectInfo) -> SourceObject:
+    digest = hashlib.sha256()
+    body = store.client.get_object(Bucket=info.bucket, Key=info.key)["Body"]
+    for chunk in body.iter_chunks(HASH_CHUNK):
+        digest.update(chunk)
+    return SourceObject(info.uri, info.size, info.etag, digest.hexdigest())
+
+
+@task(name="list sources", task_run_name="{work_order.id} / list sources", cache_policy=NO_CACHE)
+def list_sources(work_order: WorkOrder) -> list[SourceObject]:
+    """Every object under the source URI, with its size, ETag and SHA-256 (streamed, in parallel)."""
+    store = ObjectStore(load_settings())
+    bucket, prefix = parse_uri(work_order.source.uri)
+    single = store.head(bucket, prefix) if prefix and not prefix.endswith("/") else None
+    infos = (
+        [single]
+        if single is not None
+        else [o for o in store.list_objects(bucket, prefix) if not (o.key.endswith("/") and o.size == 0)]
+    )
+    if not infos:
+        raise S3Error(
+            f"No objects under {work_order.source.uri}: check the work order's source.uri and that the client's "
+            "upload finished."
+        )
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda i: _sha256(store, i), sorted(infos, key=lambda i: i.key)))
+
+
+def ingest_version(work_order: WorkOrder, sources: list[SourceObject], contract_version: str) -> str:
+    """Content address of an ingest: same objects, mapping and contract -> same version."""
+    basis = {
+        "sources": [(s.uri, s.sha256) for s in sources],
+        "format": work_order.source.format.value,
+        "columns": work_order.columns.model_dump(mode="json"),
+        "classes": work_order.label_schema.classes,
+        "fields": [f.name for f in work_order.label_schema.fields],
+        "contract": contract_version,
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@task(name="canonicalise", task_run_name="{work_order.id} / canonicalise {version}", cache_policy=NO_CACHE)
+def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: str) -> Reconciliation:
+    """Stream every source file through read -> check -> normalise -> dedupe into the version's tables."""
+    logger = get_run_logger()
+    settings = load_settings()
+    store = ObjectStore(settings)
+    ws = workspace(settings, work_order)
+    contract = load_contract(work_order.task_type, "input")
+    media_exists = (lambda uris: store.existing(uris)) if work_order.columns.media_uri else None
+    seen = SeenState()
+    recon = Reconciliation()
+    root = f"{ws.bucket}/{ws.key('ingest', version)}"
+    with IngestSink(store.filesystem, root, N_SHARDS) as sink:
+        for n, source in enumerate(sources, start=1):
+            bucket, key = parse_uri(source.uri)
+            batches = iter_batches(store.filesystem, f"{bucket}/{key}", work_order.source.format, name=source.uri)
+            for batch in ingest_batches(batches, work_order, contract, seen, media_exists=media_exists):
+                sink.write_items(batch.accepted)
+                sink.write_quarantine(batch.quarantined)
+                sink.write_duplicates(batch.duplicates)
+                recon = recon.add(batch)
+            logger.info(
+                "%d/%d %s: %d rows read so far, %d accepted, %d quarantined, %d duplicates",
+                n,
+                len(sources),
+                source.uri,
+                recon.rows_read,
+                recon.accepted,
+                recon.quarantined,
+                recon.duplicates,
+            )
+    return recon.check()
+
+
+@task(name="validate items", task_run_name="{work_order.id} / validate {version}", cache_policy=NO_CACHE)
+def validate_items(work_order: WorkOrder, version: str) -> tuple[bool, str | None, list[dict[str, object]]]:
+    """Great Expectations over the accepted canonical items; Data Docs published next to them."""
+    settings = load_settings()
+    store = ObjectStore(settings)
+    ws = workspace(settings, work_order)
+    contract = load_contract(work_order.task_type, "input")
+    fields = [f.name for f in work_order.label_schema.fields]
+    columns = ["item_id", "text", "media_uri", "fields"]
+    root = f"{ws.bucket}/{ws.key('ingest', version, 'items')}"
+    if store.filesystem.get_file_info(root).type == pafs.FileType.NotFound:
+        items = ITEMS.empty_table().select(columns)  # nothing was accepted
+    else:
+        items = pads.dataset(root, filesystem=store.filesystem, format="parquet").to_table(columns=columns)
+    suite = build_suite(
+        contract, field_names=fields, classes=work_order.label_schema.classes, name=f"{work_order.id}.input"
+    )
+    with tempfile.TemporaryDirectory(prefix="kazi-gx-") as tmp:
+        context = docs_context(Path(tmp))
+        result = run_checkpoint(
+            context, suite, gx_frame(items, fields), name=f"{work_order.id}-items", run_name=f"ingest-{version}"
+        )
+        url = publish_site(store, Path(tmp), ws.bucket, ws.key("ingest", version, "data-docs"))
+    rows = []
+    for suite_result in result.run_results.values():
+        for r in suite_result.results:
+            config = r.expectation_config
+            rows.append(
+                {
+                    "expectation": config.type if config else "?",
+                    "column": (config.kwargs.get("column") if config else None) or "",
+                    "success": bool(r.success),
+                    "unexpected": (r.result or {}).get("unexpected_count", 0),
+                }
+            )
+    return bool(result.success), url, rows
+
+
+def _report(work_order: WorkOrder, result: IngestResult, recon: Reconciliation, quarantine: pa.Table) -> str:
+    lines = [
+        f"## Ingest of {work_order.id} (version `{result.ingest_version}`)",
+        "",
+        "| rows read | accepted | quarantined | duplicates | files quarantined |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {result.rows_read:,} | {result.accepted:,} | {result.quarantined:,} | {result.duplicates:,} | "
+        f"{result.files_quarantined:,} |",
+        "",
+        f"**Reconciled:** {result.rows_read:,} read = {result.accepted:,} accepted + {result.quarantined:,} "
+        f"quarantined + {result.duplicates:,} duplicates.",
+        f"**Validation (Great Expectations):** {'passed' if result.validation_success else 'FAILED'}"
+        + (f" — [Data Docs]({result.data_docs_uri})" if result.data_docs_uri else ""),
+    ]
+    if recon.file_errors:
+        lines += ["", "Files that could not be read (quarantined whole; fix or re-upload them):"]
+        lines += [f"- `{f}`: {why}" for f, why in recon.file_errors]
+    if recon.empty_files:
+        lines += ["", "Empty files: " + ", ".join(f"`{f}`" for f in recon.empty_files)]
+    reasons = reasons_count(quarantine)
+    if reasons:
+        lines += ["", "Quarantined rows by field:", ""] + [f"- {field}: {n:,}" for field, n in reasons]
+    return "\n".join(lines)
+
+
+@flow(name="ingest", flow_run_name="{work_order.id} / ingest", log_prints=True)
+def ingest_flow(work_order: WorkOrder) -> IngestResult:
+    """Take a client's dataset in: validate, normalise to canonical Parquet, quarantine, reconcile."""
+    logger = get_run_logger()
+    settings = load_settings()
+    store = ObjectStore(settings)
+    ws = workspace(settings, work_order)
+    store.put_bytes(ws.bucket, ws.key("work_order.yaml"), work_order.to_yaml().encode())
+    contract = load_contract(work_order.task_type, "input")
+    sources = list_sources(work_order)
+    version = ingest_version(work_order, sources, contract.version or "")
+    done = read_model_or_none(store, ws.uri("ingest", version, "result.json"), IngestResult)
+    if done is not None:
+        logger.info("%s: ingest version %s is already complete; nothing rewritten.", work_order.id, version)
+        write_model(store, ws.uri("ingest", "result.json"), done)
+        return done
+
+    recon = canonicalise(work_order, sources, version)
+    success, docs_url, expectations = validate_items(work_order, version)
+    quarantine = pads.dataset(
+        f"{ws.bucket}/{ws.key('ingest', version, 'quarantine.parquet')}", filesystem=store.filesystem
+    ).to_table()
+    write_json(
+        store,
+        ws.uri("ingest", version, "manifest.json"),
+        {
+            "work_order_id": work_order.id,
+            "ingest_version": version,
+            "contract_version": contract.version,
+            "sources": [s.__dict__ for s in sources],
+            "counts": {
+                "rows_read": recon.rows_read,
+                "accepted": recon.accepted,
+                "quarantined": recon.quarantined,
+                "duplicates": recon.duplicates,
+                "files_read": recon.files_read,
+                "files_quarantined": recon.files_quarantined,
+            },
+            "file_errors": [list(e) for e in recon.file_errors],
+            "empty_files": list(recon.empty_files),
+            "encodings": [list(e) for e in recon.encodings],
+            "notes": [list(n) for n in recon.notes],
+        },
+    )
+    result = IngestResult(
+        work_order_id=work_order.id,
+        ingest_version=version,
+        items_uri=ws.uri("ingest", version, "items") + "/",
+        quarantine_uri=ws.uri("ingest", version, "quarantine.parquet"),
+        duplicates_uri=ws.uri("ingest", version, "duplicates.parquet"),
+        manifest_uri=ws.uri("ingest", version, "manifest.json"),
+        rows_read=recon.rows_read,
+        accepted=recon.accepted,
+        quarantined=recon.quarantined,
+        duplicates=recon.duplicates,
+        files_quarantined=recon.files_quarantined,
+        data_docs_uri=docs_url,
+        validation_success=success,
+    )
+    create_markdown_artifact(
+        key=f"{work_order.id}-ingest",
+        markdown=_report(work_order, result, recon, quarantine),
+        description=f"Ingest report of {work_order.id}",
+    )
+    if quarantine.num_rows:
+        create_table_artifact(
+            key=f"{work_order.id}-ingest-quarantine",
+            table=quarantine_summary(quarantine),
+            description="First quarantined rows: file, row, field and reason",
+        )
+    create_table_artifact(
+        key=f"{work_order.id}-ingest-validation",
+        table=expectations,
+        description="Great Expectations checks of the accepted items",
+    )
+    if docs_url:
+        create_link_artifact(
+            key=f"{work_order.id}-ingest-data-docs", link=docs_url, link_text="Data Docs of the input validation"
+        )
+    # result.json last: a version without it is unfinished, and a rerun redoes it with the same keys.
+    write_model(store, ws.uri("ingest", version, "result.json"), result)
+    write_model(store, ws.uri("ingest", "result.json"), result)
+    logger.info(
+        "%s: %d rows read = %d accepted + %d quarantined + %d duplicates (version %s)",
+        work_order.id,
+        result.rows_read,
+        result.accepted,
+        result.quarantined,
+        result.duplicates,
+        version,
+    )
+    return result

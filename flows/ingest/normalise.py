@@ -1,0 +1,368 @@
+"""Raw client rows -> canonical items (:data:`flows.core.schemas.ITEMS`), vectorised.
+
+Decisions, in the order a row meets them:
+
+* ``record`` is the client's row as a JSON object: CSV and Parquet values as text, in the file's column
+  order, exactly as read (a Parquet value rendered by Arrow, e.g. ``1.5``, ``2024-01-01``); a JSONL row is
+  its line, verbatim. Every character survives: quotes, backslashes and control characters are escaped
+  as ``json.dumps`` escapes them (a NUL byte becomes ``\\u0000``), everything else (RTL marks, zero-width
+  joiners, emoji, SQL) is kept as is, so ``json.loads(record)`` gives the row back unchanged.
+* ``item_id`` is the client's id, trimmed of surrounding whitespace (``client_item_id`` keeps it exactly
+  as sent). With no id column mapped it is ``h-`` + 24 hex digits of the digest of ``record``: a row's
+  id is then a function of its content.
+* Duplicates are found on the id *key*: the id trimmed, NFC-normalised and lower-cased, so ``A1``,
+  ``a1`` and ``" A1 "`` are one item (the first is accepted, the others are reported as duplicates).
+* ``content_hash`` (32 hex) is the digest of what annotators see: ``text``, ``media_uri`` and ``fields``.
+  Two rows with different ids and the same content are duplicates of kind "content".
+* ``text`` is kept exactly (not trimmed); ``media_uri`` is trimmed; ``fields`` is a JSON object of the
+  mapped listing fields, task field name -> client value, in mapping order.
+* ``shard`` = id-key digest mod ``N_SHARDS``: stable across runs and machines, for partitioning.
+
+Digests are 128-bit, computed in numpy over the Arrow buffers (no Python per row): each 8-byte word of a
+value is mixed with its position (the SplitMix64 finaliser) and the words are folded by XOR and by sum into
+two 64-bit halves, then finalised with the length. It is not cryptographic; it is stable (little-endian
+machines, which is all numpy targets here) and collisions between different values are as rare as for a
+random 128-bit function on non-adversarial data.
+
+Raw ids never go into a path: :func:`safe_key_part` makes any id safe as one S3 key segment.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flows.core.models import ColumnMapping
+from flows.ingest.read import RawBatch
+
+N_SHARDS = 16
+
+_U = np.uint64
+_K1, _K2, _K3 = _U(0x9E3779B97F4A7C15), _U(0xBF58476D1CE4E5B9), _U(0x94D049BB133111EB)
+_S30, _S27, _S31 = _U(30), _U(27), _U(31)
+_SEED = (_U(0x243F6A8885A308D3), _U(0x13198A2E03707344))
+_NULL_DIGEST = (_U(0x6E756C6C6E756C6C), _U(0x4E554C4C4E554C4C))
+_MIX_CHUNK = 1 << 15
+_MASK64 = (1 << 64) - 1
+#: Byte -> its two hex digits, as one uint16 (little-endian: the high digit first in memory).
+_HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), dtype="<u2")
+_CONTROL_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
+_MAX_KEY_PART = 150
+
+
+@dataclass(frozen=True)
+class CanonicalBatch:
+    """One batch mapped to canonical columns, with what dedupe and the contract check need.
+
+    Attributes:
+        items: The :data:`~flows.core.schemas.ITEMS` columns; ``item_id`` may be null here (a missing or
+            blank id), such rows never pass the contract.
+        check: The columns the contract checks: ``item_id``, ``text``, ``media_uri`` and ``fields.<name>``.
+        id_keys: (n, 2) uint64 digest of each id key (trimmed, NFC, lower-case).
+        content_keys: (n, 2) uint64 digest of each row's content (text, media_uri, fields).
+        has_content: Rows with any content; rows without it are never content duplicates.
+        missing: Canonical column -> the mapped client column this file lacks.
+    """
+
+    items: pa.Table
+    check: pa.Table
+    id_keys: np.ndarray
+    content_keys: np.ndarray
+    has_content: np.ndarray
+    missing: dict[str, str]
+
+
+def normalise(raw: RawBatch, mapping: ColumnMapping, n_shards: int = N_SHARDS) -> CanonicalBatch:
+    """Map a raw batch through the work order's column mapping; see the module docstring for the rules."""
+    table = raw.table
+    n = table.num_rows
+    names = table.column_names
+    texts = {name: as_text(table.column(i)) for i, name in enumerate(names)}
+    missing: dict[str, str] = {}
+
+    def mapped(canonical: str, column: str | None) -> pa.Array:
+        if column is None:
+            return pa.nulls(n, pa.string())
+        if column not in texts:
+            missing[canonical] = column
+            return pa.nulls(n, pa.string())
+        return texts[column]
+
+    record = raw.raw_records if raw.raw_records is not None else json_objects(names, list(texts.values()))
+    if mapping.item_id:
+        client_id = mapped("item_id", mapping.item_id)
+        item_id = pc.utf8_trim_whitespace(client_id)
+        item_id = pc.if_else(pc.equal(pc.utf8_length(item_id), 0), pa.scalar(None, pa.string()), item_id)
+    else:
+        client_id = pa.nulls(n, pa.string())
+        item_id = hex_digest(digest(record), 24, prefix="h-")
+    text = mapped("text", mapping.text)
+    media = pc.utf8_trim_whitespace(mapped("media_uri", mapping.media_uri))
+    media = pc.if_else(pc.equal(pc.utf8_length(media), 0), pa.scalar(None, pa.string()), media)
+    field_names = list(mapping.fields)
+    field_cols = [mapped(f"fields.{f}", mapping.fields[f]) for f in field_names]
+    fields = json_objects(field_names, field_cols) if field_names else pa.nulls(n, pa.string())
+
+    id_keys = digest(id_key(item_id))
+    content_keys = _combine([digest(text), digest(media), digest(fields)])
+    has_content = _non_blank(text) | media.is_valid().to_numpy(zero_copy_only=False)  # media: trimmed, blank = null
+    for col in field_cols:
+        has_content |= _non_blank(col)
+    source = _repeat(raw.source_object, n)
+    items = pa.table(
+        {
+            "item_id": item_id,
+            "client_item_id": client_id,
+            "text": text,
+            "media_uri": media,
+            "fields": fields,
+            "record": record,
+            "content_hash": hex_digest(content_keys, 32),
+            "source_object": source,
+            "source_row": pa.array(raw.rows, pa.int64()),
+            "shard": pa.array((id_keys[:, 0] % _U(n_shards)).astype(np.int32)),
+        }
+    )
+    check = pa.table(
+        {"item_id": item_id, "text": text, "media_uri": media}
+        | {f"fields.{f}": col for f, col in zip(field_names, field_cols, strict=True)}
+    )
+    return CanonicalBatch(items, check, id_keys, content_keys, has_content, missing)
+
+
+def id_key(item_ids: pa.Array) -> pa.Array:
+    """The id as compared for duplicates: trimmed, NFC-normalised, lower-cased."""
+    trimmed = pc.utf8_trim_whitespace(item_ids)
+    if pc.all(pc.string_is_ascii(trimmed)).as_py():  # ASCII text is NFC already, and lowers byte by byte
+        return pc.ascii_lower(trimmed)
+    return pc.utf8_lower(pc.utf8_normalize(trimmed, "NFC"))
+
+
+def safe_key_part(item_id: str) -> str:
+    """``item_id`` as one safe S3 key segment: percent-encoded, never ``.``/``..``, at most ~170 characters.
+
+    Only ``A-Z a-z 0-9 - . _ ~`` pass unencoded, so the result never holds ``/`` or whitespace, and
+    distinct ids give distinct parts. A long id is cut and suffixed with ``=`` and 16 hex digits of its
+    SHA-256 (``=`` is always encoded in the percent-encoded part, so the two forms never meet).
+    """
+    part = urllib.parse.quote(item_id, safe="", encoding="utf-8", errors="surrogatepass")
+    if part in ("", ".", ".."):
+        # quote() never emits "=", so "=empty" and the all-encoded dots cannot be another id's part.
+        part = "".join(f"%{b:02X}" for b in item_id.encode("utf-8")) or "=empty"
+    if len(part) > _MAX_KEY_PART:
+        digest_hex = hashlib.sha256(item_id.encode("utf-8", errors="surrogatepass")).hexdigest()[:16]
+        part = f"{part[:_MAX_KEY_PART]}={digest_hex}"
+    return part
+
+
+def as_text(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Any Arrow column as strings: Arrow's rendering for scalars, compact JSON for nested values.
+
+    Binary values that are not UTF-8 become ``base64:<...>``.
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    t = arr.type
+    if t == pa.string():
+        return arr
+    if pa.types.is_dictionary(t):
+        return as_text(arr.dictionary_decode())
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.string())
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        try:
+            return pc.cast(pc.cast(arr, pa.large_binary()), pa.large_string()).cast(pa.string())
+        except pa.ArrowInvalid:
+            return pa.array([_bytes_text(v) for v in arr.to_pylist()], pa.string())
+    if pa.types.is_nested(t):
+        return pa.array([_nested_text(v) for v in arr.to_pylist()], pa.string())
+    try:
+        return pc.cast(arr, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([None if v is None else str(v) for v in arr.to_pylist()], pa.string())
+
+
+def _bytes_text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(value).decode("ascii")
+
+
+def _nested_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _non_blank(col: pa.Array) -> np.ndarray:
+    trimmed = pc.utf8_length(pc.utf8_trim_whitespace(col))
+    return np.asarray(pc.fill_null(pc.greater(trimmed, 0), False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+# --- JSON objects, built column-wise ---------------------------------------------------------------
+
+
+def json_objects(names: Sequence[str], cols: Sequence[pa.Array]) -> pa.Array:
+    """One JSON object per row, ``{name: value}`` in the given order, identical to
+    ``json.dumps(row, ensure_ascii=False, separators=(",", ":"))`` with null values as ``null``."""
+    n = len(cols[0]) if cols else 0
+    if not cols:
+        return pa.array(["{}"] * n, pa.string())
+    pieces: list[Any] = []
+    pending = "{"
+    for i, (name, col) in enumerate(zip(names, cols, strict=True)):
+        key = json.dumps(name, ensure_ascii=False) + ":"
+        pending += ("," if i else "") + key
+        escaped = json_escape(col)
+        if escaped.null_count == 0:
+            pieces += [pending + '"', escaped]
+            pending = '"'
+        else:
+            quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+            pieces += [pending, pc.fill_null(quoted, "null")]
+            pending = ""
+    pieces.append(pending + "}")
+    # Constants as arrays: binary_join_element_wise is about twice as fast without scalar broadcasting.
+    return pc.binary_join_element_wise(*[_repeat(p, n) if isinstance(p, str) else p for p in pieces], "")
+
+
+def _repeat(text: str, n: int) -> pa.Array:
+    """A string array of ``n`` copies of ``text``."""
+    raw = text.encode("utf-8")
+    offsets = np.arange(0, (n + 1) * len(raw), len(raw), dtype=np.int32) if raw else np.zeros(n + 1, np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
+
+
+def json_escape(col: pa.Array) -> pa.Array:
+    """String values with JSON escapes applied (quotes, backslashes, control characters); nulls stay null."""
+    _, data = _buffers(col)
+    present: set[int] = set()
+    # Three SIMD comparisons beat a table lookup per byte by far.
+    if np.count_nonzero(data == 0x22):
+        present.add(0x22)
+    if np.count_nonzero(data == 0x5C):
+        present.add(0x5C)
+    control = data < 0x20
+    if np.count_nonzero(control):
+        present |= set(np.unique(data[control]).tolist())
+    if not present:
+        return col
+    out = col
+    if 0x5C in present:  # first, so the backslashes added below are not doubled
+        out = pc.replace_substring(out, "\\", "\\\\")
+    if 0x22 in present:
+        out = pc.replace_substring(out, '"', '\\"')
+    for b in sorted(present - {0x22, 0x5C}):
+        out = pc.replace_substring(out, chr(b), _CONTROL_ESCAPES.get(b, f"\\u{b:04x}"))
+    return out
+
+
+# --- Digests ----------------------------------------------------------------------------------------
+
+
+def _buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets relative to the first value, data bytes) of a string or binary array."""
+    large = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
+    width = 8 if large else 4
+    bufs = col.buffers()
+    offs = np.frombuffer(bufs[1], dtype=np.int64 if large else np.int32, count=len(col) + 1, offset=col.offset * width)
+    start, end = int(offs[0]), int(offs[-1])
+    data = (
+        np.frombuffer(bufs[2], dtype=np.uint8, count=end - start, offset=start)
+        if bufs[2] is not None and end > start
+        else np.zeros(0, np.uint8)
+    )
+    return offs.astype(np.int64) - start, data
+
+
+def _fmix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, in place."""
+    np.bitwise_xor(x, x >> _S30, out=x)
+    np.multiply(x, _K2, out=x)
+    np.bitwise_xor(x, x >> _S27, out=x)
+    np.multiply(x, _K3, out=x)
+    np.bitwise_xor(x, x >> _S31, out=x)
+    return x
+
+
+def digest(col: pa.Array) -> np.ndarray:
+    """(n, 2) uint64: a 128-bit digest of each string's UTF-8 bytes; null has its own fixed digest."""
+    n = len(col)
+    out = np.empty((n, 2), dtype=_U)
+    if n == 0:
+        return out
+    if col.null_count == n:
+        out[:] = _NULL_DIGEST
+        return out
+    binary = (pc.fill_null(col, "") if col.null_count else col).cast(pa.binary())
+    lens = pc.binary_length(binary).to_numpy().astype(np.int64)
+    pad = (-lens) & 7
+    padded = pc.binary_join_element_wise(
+        binary, pc.binary_repeat(pa.scalar(b"\0", pa.binary()), pa.array(pad)), pa.scalar(b"", pa.binary())
+    )
+    offs, data = _buffers(padded)
+    words = data.view("<u8") if len(data) else np.zeros(0, _U)
+    wstart = offs[:-1] // 8
+    wcount = (lens + pad) // 8
+    nz = np.flatnonzero(wcount)
+    hx = np.zeros(n, dtype=_U)
+    ha = np.zeros(n, dtype=_U)
+    if len(nz):
+        # 1-based position of each word in its value: 1 everywhere, rewound at each value's first word
+        # (uint64 arithmetic wraps, so the rewind is an ordinary add).
+        step = np.ones(len(words), dtype=_U)
+        starts = wstart[nz]
+        step[starts[1:]] = _U(1) - wcount[nz][:-1].astype(_U)
+        step[0] = 1
+        pos = np.cumsum(step, dtype=_U)
+        mixed = np.empty(len(words), dtype=_U)
+        for s in range(0, len(words), _MIX_CHUNK):
+            m = mixed[s : s + _MIX_CHUNK]
+            np.multiply(pos[s : s + _MIX_CHUNK], _K1, out=m)
+            np.bitwise_xor(m, words[s : s + _MIX_CHUNK], out=m)
+            _fmix(m)
+        hx[nz] = np.bitwise_xor.reduceat(mixed, starts)
+        ha[nz] = np.add.reduceat(mixed, starts)
+    length = lens.astype(_U)
+    out[:, 0] = _fmix(hx ^ (length * _K3) ^ _SEED[0])
+    out[:, 1] = _fmix(ha + length * _K1 + _SEED[1])
+    nulls = col.is_null().to_numpy(zero_copy_only=False)
+    if nulls.any():
+        out[nulls] = _NULL_DIGEST
+    return out
+
+
+def _combine(digests: list[np.ndarray]) -> np.ndarray:
+    """One digest of several, order-sensitive."""
+    n = digests[0].shape[0]
+    hi = np.zeros(n, dtype=_U)
+    lo = np.full(n, _K3, dtype=_U)
+    for i, d in enumerate(digests, start=1):
+        salt_hi, salt_lo = _U((i * int(_K1)) & _MASK64), _U((i * int(_K2)) & _MASK64)
+        hi = _fmix(hi ^ (d[:, 0] + salt_hi))
+        lo = _fmix(lo + (d[:, 1] ^ salt_lo))
+    return np.stack([hi, lo], axis=1)
+
+
+def hex_digest(d: np.ndarray, nhex: int = 32, prefix: str = "") -> pa.Array:
+    """Digests as lower-case hex strings (the first ``nhex`` digits), with an optional prefix."""
+    n = d.shape[0]
+    be = np.ascontiguousarray(d.astype(">u8")).view(np.uint8).reshape(n, 16)
+    head = prefix.encode("ascii")
+    width = len(head) + nhex
+    out = np.empty((n, width), dtype=np.uint8)
+    out[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    out[:, len(head) :] = _HEX_PAIRS[be].view(np.uint8).reshape(n, 32)[:, :nhex]
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out.tobytes())])

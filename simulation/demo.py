@@ -1,0 +1,237 @@
+"""The main job: a whole work order on the embedded stack, with a simulated workforce.
+
+``make demo`` runs ``python -m simulation.demo``. It brings the local stack up, registers the deployments,
+uploads a sample client dataset with its gold items and a partner registry, onboards simulated annotators
+(a spammer among them) on each site's Label Studio, starts the work-order deployment through the
+Prefect API as a data engineer would from the UI, and works the tasks like people would while the flow
+runs. It ends by printing where to look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows.core.labelstudio import LabelStudioClient
+from flows.core.models import (
+    DeliverySpec,
+    GoldSpec,
+    PartnerRegistry,
+    QAThresholds,
+    SourceFormat,
+    SourceSpec,
+    TaskType,
+    WorkOrder,
+)
+from flows.core.s3 import ObjectStore
+from flows.core.settings import REPO_ROOT, Settings, load_settings, local_label_studio_token
+from flows.core.workspace import default_registry_uri, workspace
+from flows.split.tasks import item_refs
+from simulation.datasets import DEFAULT_BUCKET, SampleDataset, sample_dataset
+from simulation.registry import onboard, registry_profiles, site_sessions
+from simulation.workforce import SimulatedWorkforce
+
+CLIENT_BUCKET = "acme-data"
+DELIVERY_BUCKET = "acme-deliveries"
+SAMPLE_REGISTRY = REPO_ROOT / "data_contracts" / "sample_registry.yaml"
+#: Sites of the sample registry that get a local Label Studio instance (by index); the others are
+#: passed over by the screening and never contacted.
+LOCAL_SITES = {"nairobi": 0, "dadaab": 1}
+
+
+def demo_registry(settings: Settings) -> PartnerRegistry:
+    """The sample registry, with the two eligible sites pointed at the local Label Studio instances."""
+    from flows.stack.services import label_studio_instances
+
+    instances = label_studio_instances(settings)
+    raw: dict[str, Any] = yaml.safe_load(SAMPLE_REGISTRY.read_text())
+    for site in raw["sites"]:
+        if site["id"] in LOCAL_SITES:
+            site["label_studio"]["url"] = instances[LOCAL_SITES[site["id"]]].url
+    return PartnerRegistry.model_validate(raw)
+
+
+def save_site_tokens(settings: Settings, registry: PartnerRegistry) -> None:
+    """Each local site's admin token as a Prefect Secret block, which flows resolve by name."""
+    from prefect.blocks.system import Secret
+
+    for site in registry.sites:
+        if site.id in LOCAL_SITES:
+            token = local_label_studio_token(settings, LOCAL_SITES[site.id])
+            Secret(value=token).save(site.label_studio.token_secret.replace("_", "-"), overwrite=True)
+
+
+def upload_dataset(store: ObjectStore, dataset: SampleDataset, work_order_id: str) -> tuple[str, str]:
+    """Put the client's files where a client would: source CSV, media objects and the gold file."""
+    for bucket in (CLIENT_BUCKET, DELIVERY_BUCKET, DEFAULT_BUCKET):
+        store.ensure_bucket(bucket)
+    prefix = f"incoming/{work_order_id}"
+    # The dataset's media URIs point into its own media bucket, as a client's would.
+    for key, data in dataset.media.items():
+        store.put_bytes(DEFAULT_BUCKET, key, data)
+    store.put_bytes(CLIENT_BUCKET, f"{prefix}/source/items.csv", dataset.csv())
+    store.put_bytes(CLIENT_BUCKET, f"gold/{work_order_id}/gold.jsonl", dataset.gold_jsonl())
+    return f"s3://{CLIENT_BUCKET}/{prefix}/source/", f"s3://{CLIENT_BUCKET}/gold/{work_order_id}/gold.jsonl"
+
+
+def make_work_order(work_order_id: str, dataset: SampleDataset, source_uri: str, gold_uri: str) -> WorkOrder:
+    return WorkOrder(
+        id=work_order_id,
+        client_id="acme",
+        source=SourceSpec(uri=source_uri, format=SourceFormat.CSV),
+        task_type=dataset.task_type,
+        columns=dataset.columns,
+        label_schema=dataset.label_schema,
+        instructions="Look at the whole picture and choose the one object that fills most of it.",
+        overlap=3,
+        overlap_across_sites=False,
+        gold=GoldSpec(uri=gold_uri, rate=0.1),
+        qa=QAThresholds(min_confidence=0.7, min_gold_accuracy=0.7, min_agreement=0.4, max_rework_rounds=1),
+        deadline=datetime.now(UTC) + timedelta(days=3),
+        price_per_item=0.12,
+        pay_per_task=0.03,
+        delivery=DeliverySpec(uri=f"s3://{DELIVERY_BUCKET}/deliveries"),
+        seed=7,
+    )
+
+
+class Workforce(threading.Thread):
+    """Simulated annotators working every open project of the work order until told to stop."""
+
+    def __init__(
+        self, settings: Settings, registry: PartnerRegistry, dataset: SampleDataset, work_order: WorkOrder
+    ) -> None:
+        super().__init__(name="simulated-workforce", daemon=True)
+        self.settings = settings
+        self.registry = registry
+        self.work_order = work_order
+        self.stop = threading.Event()
+        self.answers = 0
+        self.error: Exception | None = None
+        profiles = registry_profiles(
+            registry, sites=list(LOCAL_SITES), max_per_site=4, spammer_share=0.25, seed=work_order.seed
+        )
+        self.profiles = profiles
+        item_ids = list(dataset.truth.answers)
+        refs = item_refs(item_ids, settings.pseudonym_key).to_pylist()
+        self.workforce = SimulatedWorkforce(profiles, dataset.truth, seed=work_order.seed, refs=dict(zip(refs, item_ids, strict=True)))
+
+    def run(self) -> None:
+        try:
+            accounts = onboard(self.registry, self.settings, self.profiles)
+            sessions = site_sessions(self.registry, accounts)
+            admins = {
+                s.id: LabelStudioClient.for_site(s, self.settings) for s in self.registry.sites if s.id in LOCAL_SITES
+            }
+            while not self.stop.is_set():
+                worked = 0
+                for site_id, admin in admins.items():
+                    for project in admin.projects():
+                        if project.key and project.key.startswith(f"{self.work_order.id}--"):
+                            done = self.workforce.work(project.id, sessions[site_id])
+                            worked += len(done)
+                self.answers += worked
+                if not worked:
+                    self.stop.wait(3)
+        except Exception as exc:  # surfaced by the main thread
+            self.error = exc
+
+
+def run_demo(task_type: TaskType, n_items: int, timeout_seconds: float) -> int:
+    from prefect.deployments import run_deployment
+
+    from flows.cli import prefect_api, print_where_to_look, stack_up
+    from flows.deployments import register
+
+    started = time.monotonic()
+    settings = load_settings()
+    stack_up(settings)
+    store = ObjectStore(settings)
+    work_order_id = f"acme-{datetime.now(UTC):%m%d%H%M}"
+    with prefect_api(settings):
+        print("Registering deployments ...")
+        for name in register(settings):
+            print(f"  {name}")
+        registry = demo_registry(settings)
+        save_site_tokens(settings, registry)
+        store.put_bytes(*_split(default_registry_uri(settings)), registry.to_yaml().encode())
+        dataset = sample_dataset(task_type, n_items, seed=7)
+        source_uri, gold_uri = upload_dataset(store, dataset, work_order_id)
+        work_order = make_work_order(work_order_id, dataset, source_uri, gold_uri)
+        ws = workspace(settings, work_order)
+        store.put_bytes(ws.bucket, ws.key("work_order.yaml"), work_order.to_yaml().encode())
+        examples = REPO_ROOT / ".state" / "work_orders"
+        examples.mkdir(parents=True, exist_ok=True)
+        (examples / f"{work_order_id}.yaml").write_text(work_order.to_yaml())
+        print(f"Work order {work_order_id}: {n_items} {task_type.value} items from {source_uri}")
+
+        workforce = Workforce(settings, registry, dataset, work_order)
+        workforce.start()
+        print("Starting the work-order deployment (as from the Prefect UI) ...")
+        flow_run = run_deployment(
+            "work-order/work-order",
+            parameters={"work_order": work_order.model_dump(mode="json"), "sync_interval_seconds": 5},
+            timeout=0,
+        )
+        base = settings.prefect_api_url.removesuffix("/api") if settings.prefect_api_url else ""
+        print(f"  flow run: {base}/runs/flow-run/{flow_run.id}")
+        state = _wait(flow_run.id, workforce, timeout_seconds)
+        workforce.stop.set()
+        workforce.join(timeout=30)
+    elapsed = time.monotonic() - started
+    print(f"\nWork order {work_order_id} finished as {state} in {elapsed:.0f} s "
+          f"({workforce.answers} simulated answers).")
+    print_where_to_look(settings)
+    print(f"  This run         {base}/runs/flow-run/{flow_run.id}")
+    print(f"  Delivery         s3://{DELIVERY_BUCKET}/deliveries/{work_order_id}/")
+    if workforce.error:
+        print(f"simulated workforce failed: {workforce.error}", file=sys.stderr)
+        return 1
+    return 0 if state == "COMPLETED" else 1
+
+
+def _split(uri: str) -> tuple[str, str]:
+    from flows.core.s3 import parse_uri
+
+    return parse_uri(uri)
+
+
+def _wait(flow_run_id: Any, workforce: Workforce, timeout_seconds: float) -> str:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_seconds
+    last = ""
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            state = run.state.type.value if run.state else "PENDING"
+            line = f"  {state.lower():10} {workforce.answers:5d} answers from the simulated workforce"
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if run.state and run.state.is_final():
+                return state
+            if workforce.error:
+                raise workforce.error
+            time.sleep(3)
+    return "TIMED_OUT"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulation.demo", description=__doc__)
+    parser.add_argument("--task-type", default=TaskType.IMAGE_CLASSIFICATION.value, choices=[t.value for t in TaskType])
+    parser.add_argument("--items", type=int, default=120)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args(argv)
+    return run_demo(TaskType(args.task_type), args.items, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
