@@ -8,6 +8,7 @@ holds and imports only the rest: a rerun after a crash creates each task exactly
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,21 @@ from flows.core.settings import Settings
 
 _KEY_MARKER = re.compile(r"\[kazi:([^\]]+)\]")
 IMPORT_CHUNK = 5_000
+
+
+def _loads(data: bytes) -> Any:
+    """``json.loads`` with the cyclic garbage collector paused, then put back as it was.
+
+    An export of 20,000 tasks is millions of new dicts and lists, none of them cyclic; collections that the
+    allocations trigger mid-parse rescan them all and make the parse 2-3x slower.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(data)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class LabelStudioError(RuntimeError):
@@ -178,7 +194,7 @@ class LabelStudioClient:
             data = b"".join(chunks)
         except (ApiError, httpx.HTTPError) as exc:
             raise self._fail(f"export project {project_id}", exc) from None
-        result: list[dict[str, Any]] = json.loads(data) if data else []
+        result: list[dict[str, Any]] = _loads(data) if data else []
         return result
 
     def task_keys(self, project_id: int) -> set[str]:
@@ -191,6 +207,28 @@ class LabelStudioClient:
         except (ApiError, httpx.HTTPError) as exc:
             raise self._fail(f"import {len(tasks)} tasks into project {project_id}", exc) from None
         return int(resp.task_count or 0)
+
+    def import_tasks_json(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> int:
+        """:meth:`import_tasks` with the body serialised here: same endpoint, same auth, same result.
+
+        The SDK walks every task through its type-annotation converter before encoding it, about a fifth of
+        an import's time for plain ``{"data": {...}}`` dicts, which go out unchanged anyway. The request
+        still goes through the SDK's own HTTP client, so its auth headers (legacy or JWT token) apply.
+        """
+        what = f"import {len(tasks)} tasks into project {project_id}"
+        body = json.dumps(list(tasks), ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            resp = self._sdk._client_wrapper.httpx_client.request(
+                f"api/projects/{project_id}/import",
+                method="POST",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise self._fail(what, exc) from None
+        if not 200 <= resp.status_code < 300:
+            raise self._fail(what, ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text))
+        return int(resp.json().get("task_count") or 0)
 
     def import_missing(
         self,
