@@ -38,7 +38,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
@@ -61,7 +61,7 @@ from prefect.futures import as_completed
 from pydantic import BaseModel
 
 from flows.core.labelstudio import LabelStudioClient
-from flows.core.models import IngestResult, PartnerSite, SplitResult, TaskType, WorkOrder, Workspace
+from flows.core.models import IngestResult, PartnerSite, QAResult, SplitResult, TaskType, WorkOrder, Workspace
 from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri, sha256_hex
 from flows.core.schemas import ASSIGNMENTS, ITEMS
 from flows.core.settings import load_settings
@@ -77,9 +77,17 @@ from flows.core.workspace import (
     write_table,
 )
 from flows.split.allocate import BATCH_COLUMNS, Plan, plan_split
-from flows.split.materialise import ProjectOutcome, materialise_batches
+from flows.split.label_configs import render_label_config
+from flows.split.materialise import (
+    ProjectOutcome,
+    known_projects,
+    materialise_batches,
+    materialise_project,
+    project_spec,
+)
 from flows.split.media import Presigner
-from flows.split.tasks import item_refs
+from flows.split.rework import rework_plan
+from flows.split.tasks import item_refs, iter_project_tasks
 
 #: Prefix of standalone gold items' ids (never shown to anyone: Label Studio sees refs).
 GOLD_PREFIX = "gold:"
@@ -145,8 +153,8 @@ class PlannedSplit(BaseModel):
 # --- Workspace keys ------------------------------------------------------------------------------
 
 
-def _round_uri(ws: Workspace, name: str) -> str:
-    return ws.uri("split", f"round={ROUND}", name)
+def _round_uri(ws: Workspace, name: str, round_number: int = ROUND) -> str:
+    return ws.uri("split", f"round={round_number}", name)
 
 
 # --- Pure helpers: gold mapping, plan tables, plan comparison ------------------------------------
@@ -569,6 +577,92 @@ def split_flow(
             + ". Fix the cause and rerun: finished projects are found again and only missing tasks are imported."
         )
     return write_result(work_order, planned, recorded)
+
+
+@task(
+    name="materialise review",
+    task_run_name="review round {round_number} at {site.id}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=lambda _task, _run, state: _unreachable(state),
+)
+def materialise_review(
+    work_order: WorkOrder, site: PartnerSite, round_number: int, rework_uri: str, items_uri: str
+) -> list[ProjectOutcome]:
+    """The review project of one site: the items QA sent back, with the earlier answers as predictions."""
+    settings = load_settings()
+    store = ObjectStore(settings)
+    ws = workspace(settings, work_order)
+    client = LabelStudioClient.for_site(site, settings)
+    assignments = read_table(store, _round_uri(ws, "assignments.parquet", round_number), ASSIGNMENTS)
+    assignments = assignments.filter(pc.equal(assignments["site_id"], site.id))
+    batch = read_table(store, _round_uri(ws, "batches.parquet", round_number), BATCHES)
+    batch_rows = batch.filter(pc.equal(batch["site_id"], site.id)).to_pylist()
+    rework = read_table(store, rework_uri)
+    rework = rework.filter(pc.equal(rework["site_id"], site.id))
+    ids = pc.unique(assignments["item_id"])
+    content = read_items(store, items_uri, _CONTENT, ids)
+    media = Presigner(store) if work_order.task_type in MEDIA_TASKS else None
+    refs = dict(
+        zip(
+            item_refs(rework["item_id"], settings.pseudonym_key).to_pylist(),
+            rework["predictions"].to_pylist(),
+            strict=True,
+        )
+    )
+    label_config = render_label_config(work_order)
+    known = known_projects(client)
+    outcomes = []
+    for key, payloads in iter_project_tasks(assignments, content, work_order, media, ref_key=settings.pseudonym_key):
+        for payload in payloads:
+            predictions = refs.get(payload["data"]["item"])
+            if predictions:
+                payload["predictions"] = json.loads(predictions)
+        spec = project_spec(work_order, next(b for b in batch_rows if b["project_key"] == key), label_config)
+        outcomes.append(materialise_project(client, spec, payloads, known=known))
+    return outcomes
+
+
+@flow(name="split-rework", flow_run_name="{work_order.id} / rework round {round_number}")
+def rework_flow(work_order: WorkOrder, qa: QAResult, round_number: int, registry_uri: str | None = None) -> SplitResult:
+    """Send QA's rework list to the chosen sites as review projects (round ``round_number``)."""
+    logger = get_run_logger()
+    settings = load_settings()
+    store = ObjectStore(settings)
+    ws = workspace(settings, work_order)
+    if not qa.rework_uri:
+        raise ValueError(f"{work_order.id}: QA round {qa.round_number} wrote no rework list")
+    registry = load_registry(store, registry_uri or default_registry_uri(settings))
+    ingest = load_ingest_result(work_order)
+    rework = read_table(store, qa.rework_uri)
+    due = min(work_order.deadline, datetime.now(UTC) + timedelta(days=1))
+    assignments, batches = rework_plan(work_order, rework, round_number, due)
+    # The manifest first, before any Label Studio call, as for the first round.
+    write_table(store, _round_uri(ws, "assignments.parquet", round_number), assignments)
+    write_table(store, _round_uri(ws, "batches.parquet", round_number), pa.Table.from_pylist(batches, BATCHES))
+    sites = [registry.site(str(b["site_id"])) for b in batches]
+    recorded: dict[str, dict[str, Any]] = {}
+    for site in sites:
+        outcomes = materialise_review(work_order, site, round_number, qa.rework_uri, ingest.items_uri)
+        recorded = record_projects(work_order, outcomes)
+    logger.info(
+        "%s: review round %d: %d items to %s",
+        work_order.id,
+        round_number,
+        rework.num_rows,
+        ", ".join(s.id for s in sites),
+    )
+    return SplitResult(
+        work_order_id=work_order.id,
+        plan_uri=_round_uri(ws, "assignments.parquet", round_number),
+        batches=len(batches),
+        tasks=sum(int(str(b["n_tasks"])) for b in batches),
+        gold_tasks=0,
+        projects={str(b["project_key"]): int(recorded[str(b["project_key"])]["project_id"]) for b in batches},
+        sites_used=[s.id for s in sites],
+        sites_passed_over={},
+    )
 
 
 # --- Helpers of the tasks ------------------------------------------------------------------------
