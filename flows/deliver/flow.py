@@ -329,7 +329,7 @@ def _suspend(
         ]
         store.put_bytes(
             *parse_uri(registry_uri),
-            PartnerRegistry(sites=sites).to_yaml().encode("utf-8"),
+            registry.model_copy(update={"sites": sites}).to_yaml().encode("utf-8"),
             content_type="application/yaml",
         )
         logger.warning(
