@@ -17,9 +17,10 @@ Order of work, each step safe to repeat (the same inputs give the same tables, b
      site: one that got work in split's plan, is neither suspended nor unknown in the registry, and whose
      effective gold accuracy is not below the threshold (when none is, the best active site of the plan,
      with a warning). Its predictions are the previous answers.
-   * Sites are scored on all their answers, excluded annotators included: that is the site's quality (the
-     registry's ``gold_accuracy``, the threshold "per site"). Agreement (Krippendorff's alpha, classification)
-     is measured on the answers that count.
+   * Sites are scored on the answers that count (flagged annotators' answers are excluded and their items
+     reworked): that is the site's quality (the registry's ``gold_accuracy``, the threshold "per site"), so a
+     site that finds and removes its spammer passes. Agreement (Krippendorff's alpha, classification) is
+     measured on the same answers.
 
 3. **Tables** under ``qa/round=<r>/``: ``consolidated.parquet`` (:data:`flows.core.schemas.CONSOLIDATED`,
    sorted by item_id), ``annotator_scores.parquet``, ``site_scores.parquet``, ``rework.parquet``
@@ -329,7 +330,12 @@ def assess_round(work_order: WorkOrder, inputs: QAInputs, round_number: int) -> 
     people = annotator_scores(log, reference, inputs.gold, rework_ids, value_col="value")
     people["effective_accuracy"] = effective_accuracy(judged, MIN_GOLD_ANSWERS, estimated).reindex(people.index)
     people["excluded"] = people.index.isin(flagged)
-    sites = site_scores(log, reference, inputs.gold, rework_ids, value_col="value")
+    # A site's quality is that of the answers it delivers: flagged annotators' answers are excluded (and their
+    # items reworked), so they do not count against the site's gate; their own scores stay in the report.
+    # A site whose every answer was excluded keeps its all-answer figures: it is failing, not unmeasured.
+    counted = log.loc[~log["annotator"].isin(flagged).to_numpy()]
+    all_answers = site_scores(log, reference, inputs.gold, rework_ids, value_col="value")
+    sites = site_scores(counted, reference, inputs.gold, rework_ids, value_col="value").combine_first(all_answers)
     below = flag_annotators(sites, qa.min_gold_accuracy, MIN_GOLD_ANSWERS)
 
     alpha, needed = float("nan"), False
