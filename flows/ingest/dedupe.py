@@ -12,21 +12,21 @@ before dedupe, so they are never duplicates either.
 Memory. Keys are 128-bit digests (:mod:`flows.ingest.normalise`), held in a pandas (khash) table on
 their first 64 bits plus two numpy arrays (32 check bits, the first row's location): 21-42 bytes per
 key for khash (16 B per slot, power-of-two growth at 77% load) and 12-18 B for the arrays (1.5x growth),
-two indexes (id, content): 70-120 B per row read whatever the width of the rows (measured: 382 MB at
-5M rows, 76 B/row). Rows are compared on 96 of the 128 bits (64 hashed, 32 checked):
-two different keys agreeing on all 96 would be a false duplicate, p ~ n^2 / 2^97 (3e-16 at 5M rows).
-Two different keys sharing only the first 64 bits (p ~ 7e-7 at 5M rows) are both accepted, but the
-later one is not indexed, so a repeat of it could go unreported.
+two indexes (id, content): 70-120 B per row read whatever the width of the rows (measured: 380-440 MB
+at 5M rows, 76-88 B/row, depending on where the tables last grew). Rows are compared on 96 of the 128
+bits (64 hashed, 32 checked): two different keys agreeing on all 96 would be a false duplicate,
+p ~ n^2 / 2^97 (3e-16 at 5M rows). Two different keys sharing only the first 64 bits (p ~ 7e-7 at 5M
+rows) are both accepted, but the later one is not indexed, so a repeat of it could go unreported.
 
 The pipeline (:func:`ingest_batches`) adds a few batches in flight (threads + 3), so peak memory is
-about 0.5 GB + 80 B per row read (measured 1.03 GB at 5M rows of a 4-column CSV, 2 threads).
+about 0.6 GB + 90 B per row read (measured 1.03-1.05 GB at 5M rows of a 4-column CSV, 2 threads).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
@@ -320,7 +320,7 @@ def ingest_batches(
     media_exists: MediaExists | None = None,
     n_shards: int = N_SHARDS,
     threads: int = 2,
-) -> Iterator[IngestedBatch]:
+) -> Generator[IngestedBatch, None, None]:
     """Read -> normalise -> check -> dedupe, batch by batch: the pure core of the ingest flow.
 
     Args:

@@ -121,7 +121,7 @@ def iter_batches(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     *,
     name: str | None = None,
-) -> Iterator[RawBatch]:
+) -> Generator[RawBatch, None, None]:
     """Stream one file as :class:`RawBatch` es of about ``batch_rows`` rows; never raises for bad data.
 
     Args:
@@ -129,8 +129,8 @@ def iter_batches(
         path: Path in ``fs`` (``bucket/key`` for S3). A ``.gz`` (or ``.bz2``, ``.zst``) suffix means the
             file is compressed.
         fmt: csv, jsonl or parquet.
-        batch_rows: Target rows per batch (CSV blocks are sized from the first block's mean record
-            length, so a batch is near, not exactly, this size).
+        batch_rows: Most rows per batch (a batch may hold fewer: CSV is parsed in 1 MiB blocks,
+            gathered up to this size).
         name: How to name the file in the output (default ``path``), e.g. its ``s3://`` URI.
 
     Returns:
@@ -151,11 +151,17 @@ def iter_batches(
 
 
 def iter_files(
-    fs: pafs.FileSystem, paths: Iterable[str], fmt: SourceFormat, batch_rows: int = DEFAULT_BATCH_ROWS
-) -> Iterator[RawBatch]:
-    """:func:`iter_batches` over several files, one after the other."""
+    fs: pafs.FileSystem,
+    paths: Iterable[str],
+    fmt: SourceFormat,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    *,
+    prefix: str = "",
+) -> Generator[RawBatch, None, None]:
+    """:func:`iter_batches` over several files, one after the other, each named ``prefix + path``
+    (``prefix="s3://"`` turns an S3FileSystem path ``bucket/key`` into its URI)."""
     for path in paths:
-        yield from iter_batches(fs, path, fmt, batch_rows)
+        yield from iter_batches(fs, path, fmt, batch_rows, name=prefix + path)
 
 
 def detect_encoding(head: bytes) -> tuple[str, int]:

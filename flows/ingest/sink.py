@@ -17,7 +17,13 @@ import pyarrow.parquet as pq
 
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
 
-PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}
+# Dictionary encoding only where values repeat: ids, texts and records are unique, and encoding them
+# costs time for nothing.
+PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "write_statistics": True,
+    "use_dictionary": ["source_object", "shard", "field", "reason", "kind", "duplicate_of_object"],
+}
 
 
 class IngestSink:

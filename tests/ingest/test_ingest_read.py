@@ -431,6 +431,12 @@ def test_iter_files_reads_each_file_in_turn(tmp_path: Path) -> None:
     assert [np.asarray(x.rows).tolist() for x in batches] == [[1, 2], [1]]
 
 
+def test_iter_files_names_files_with_a_prefix(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.csv", b"id\n1\n")
+    batches = list(iter_files(FS, [str(a)], SourceFormat.CSV, prefix="s3://"))
+    assert [b.source_object for b in batches] == [f"s3://{a}"]
+
+
 def test_missing_file_is_a_file_error(tmp_path: Path) -> None:
     last = only_last(read(tmp_path / "nope.csv"))
     assert last.file_error is not None and "cannot open" in last.file_error
