@@ -14,8 +14,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -37,6 +36,9 @@ from flows.split.tasks import item_refs
 from simulation.datasets import DEFAULT_BUCKET, SampleDataset, sample_dataset
 from simulation.registry import onboard, registry_profiles, site_sessions
 from simulation.workforce import SimulatedWorkforce
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 CLIENT_BUCKET = "acme-data"
 DELIVERY_BUCKET = "acme-deliveries"
@@ -116,12 +118,14 @@ class Workforce(threading.Thread):
         self.answers = 0
         self.error: Exception | None = None
         profiles = registry_profiles(
-            registry, sites=list(LOCAL_SITES), max_per_site=4, spammer_share=0.25, seed=work_order.seed
+            registry, sites=list(LOCAL_SITES), max_per_site=6, spammer_share=0.2, seed=work_order.seed
         )
         self.profiles = profiles
         item_ids = list(dataset.truth.answers)
         refs = item_refs(item_ids, settings.pseudonym_key).to_pylist()
-        self.workforce = SimulatedWorkforce(profiles, dataset.truth, seed=work_order.seed, refs=dict(zip(refs, item_ids, strict=True)))
+        self.workforce = SimulatedWorkforce(
+            profiles, dataset.truth, seed=work_order.seed, refs=dict(zip(refs, item_ids, strict=True))
+        )
 
     def run(self) -> None:
         try:
@@ -175,7 +179,7 @@ def run_demo(task_type: TaskType, n_items: int, timeout_seconds: float) -> int:
         workforce = Workforce(settings, registry, dataset, work_order)
         workforce.start()
         print("Starting the work-order deployment (as from the Prefect UI) ...")
-        flow_run = run_deployment(
+        flow_run: FlowRun = run_deployment(  # type: ignore[assignment]
             "work-order/work-order",
             parameters={"work_order": work_order.model_dump(mode="json"), "sync_interval_seconds": 5},
             timeout=0,
@@ -186,8 +190,9 @@ def run_demo(task_type: TaskType, n_items: int, timeout_seconds: float) -> int:
         workforce.stop.set()
         workforce.join(timeout=30)
     elapsed = time.monotonic() - started
-    print(f"\nWork order {work_order_id} finished as {state} in {elapsed:.0f} s "
-          f"({workforce.answers} simulated answers).")
+    print(
+        f"\nWork order {work_order_id} finished as {state} in {elapsed:.0f} s ({workforce.answers} simulated answers)."
+    )
     print_where_to_look(settings)
     print(f"  This run         {base}/runs/flow-run/{flow_run.id}")
     print(f"  Delivery         s3://{DELIVERY_BUCKET}/deliveries/{work_order_id}/")

@@ -73,7 +73,15 @@ def _post_form(session: httpx.Client, path: str, data: Mapping[str, str]) -> htt
 def _own_token(session: httpx.Client, email: str) -> str:
     response = session.get("/api/current-user/token")
     if response.status_code != 200:
-        raise LabelStudioError(f"{email} is logged in but /api/current-user/token answered {response.status_code}")
+        # A user whose token was revoked has none (Label Studio answers 500): make a new one, as the user
+        # would from their account page.
+        csrf = session.cookies.get("csrftoken") or ""
+        response = session.post(
+            "/api/current-user/reset-token/",
+            headers={"X-CSRFToken": csrf, "Referer": f"{session.base_url}/user/account"},
+        )
+    if response.status_code not in (200, 201):
+        raise LabelStudioError(f"{email} is logged in but has no API token ({response.status_code})")
     return str(response.json()["token"])
 
 

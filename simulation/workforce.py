@@ -154,6 +154,7 @@ class SimulatedWorkforce:
         *,
         fraction: float = 1.0,
         limit: int | None = None,
+        seen: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
     ) -> list[Step]:
         """Who answers which task, given what the tasks already hold.
 
@@ -167,6 +168,8 @@ class SimulatedWorkforce:
             overlap: Answers per task (the project's ``maximum_annotations``).
             fraction: Share of the unfinished tasks to work on (the rest stays untouched: a stalled batch).
             limit: At most this many submissions.
+            seen: (item id, profile id) pairs answered before, in other projects: a person does not answer
+                an item twice, so a review round of the same item goes to someone who has not seen it.
         """
         if overlap < 1:
             raise ValueError(f"overlap must be at least 1, got {overlap}")
@@ -193,7 +196,7 @@ class SimulatedWorkforce:
                 if need == 0 or (limit is not None and len(steps) >= limit):
                     break
                 profile_id = workers[int(w)]
-                if user_ids[profile_id] in touched:
+                if user_ids[profile_id] in touched or (item_id, profile_id) in seen:
                     continue
                 answer = self.answer(profile_id, item_id, shown)
                 steps.append(Step(index, item_id, profile_id, answer))
@@ -232,7 +235,13 @@ class SimulatedWorkforce:
         overlap = first.maximum_annotations(project_id)
         tasks = first.tasks(project_id)
         user_ids = {p: c.user_id for p, c in clients.items()}
-        steps = self.plan(tasks, user_ids, overlap, fraction=fraction, limit=limit)
+        # Items answered through the API in another project (a review round) go to someone who has not seen them.
+        seen = {
+            (str(r["item_id"]), str(r["profile_id"]))
+            for r in self._log
+            if r["project_id"] is not None and r["project_id"] != project_id
+        }
+        steps = self.plan(tasks, user_ids, overlap, fraction=fraction, limit=limit, seen=seen)
         rows: list[dict[str, Any]] = []
         for step in steps:
             task_id = int(tasks[step.task_index]["id"])
