@@ -269,6 +269,16 @@ def _ids(values: pd.Series | list[str]) -> pa.Array:
     return pa.array(values, type=pa.string(), from_pandas=True)
 
 
+def judgeable(site_scores: pd.DataFrame) -> pd.DataFrame:
+    """Site scores for the gate: a gold accuracy on fewer than ``MIN_GOLD_ANSWERS`` gold answers is noise
+    (one miss in three reads as 67 %), so it is not judged yet; agreement still is, and the report shows it.
+    """
+    if "n_gold" not in site_scores.columns:
+        return site_scores
+    thin = site_scores["n_gold"].fillna(0) < MIN_GOLD_ANSWERS
+    return site_scores.assign(gold_accuracy=site_scores["gold_accuracy"].mask(thin))
+
+
 def assess_round(work_order: WorkOrder, inputs: QAInputs, round_number: int) -> tuple[Assessment, list[str]]:
     """Score on gold, exclude, consolidate, select rework and build the review round (see the module doc).
 
@@ -582,7 +592,7 @@ def validate(work_order: WorkOrder, round_number: int, assessment: Assessment, a
             checked,
             work_order,
             docs_dir=Path(tmp),
-            site_scores=assessment.site_scores,
+            site_scores=judgeable(assessment.site_scores),
             alpha=alpha,
             accepted_items=accepted,
             rework_items=waiting,

@@ -482,8 +482,10 @@ def quality_frame(site_scores: pd.DataFrame | None, alpha: float | None) -> pd.D
             rows.append(
                 {"scope": "site", "site_id": site, "n_gold": int(n), "gold_accuracy": acc, "agreement_alpha": np.nan}
             )
-        correct = np.nansum(np.nan_to_num(accuracy) * n_gold)
-        total = float(n_gold.sum())
+        # Pooled over the sites whose accuracy is judged (a site with too few gold answers is not yet).
+        judged = ~np.isnan(accuracy)
+        correct = float((accuracy[judged] * n_gold[judged]).sum())
+        total = float(n_gold[judged].sum())
         pooled = correct / total if total > 0 else np.nan
     else:
         total, pooled = 0.0, np.nan
