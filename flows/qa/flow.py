@@ -571,12 +571,14 @@ def validate(work_order: WorkOrder, round_number: int, assessment: Assessment, a
     last = round_number >= work_order.qa.max_rework_rounds
     cons = assessment.consolidated
     if last:
+        # Items still unresolved after the last review round are excluded from delivery explicitly, each with
+        # its reason (the delivery reconciles them); coverage holds for every other accepted item.
         checked = cons.loc[~cons["needs_rework"].to_numpy(dtype=bool)]
-        waiting: list[str] = []
+        waiting: list[str] = assessment.rework["item_id"].astype(str).tolist()
         if len(assessment.rework):
             logger.warning(
                 "%s: last round (%d of max_rework_rounds %d): %d item(s) still need rework and are excluded from "
-                "delivery (failed QA; reasons in %s); the coverage check counts them.",
+                "delivery with their reasons (%s).",
                 work_order.id,
                 round_number,
                 work_order.qa.max_rework_rounds,
