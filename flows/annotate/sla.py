@@ -39,28 +39,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flows.core.schemas import ASSIGNMENTS
+from flows.core.schemas import ASSIGNMENTS, MOVES
 
 from .progress import task_status
-
-#: The moves log: one row per answer slot moved.
-MOVES = pa.schema(
-    [
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("slot", pa.int16(), nullable=False),
-        pa.field("is_gold", pa.bool_(), nullable=False),
-        pa.field("round", pa.int16(), nullable=False),
-        pa.field("from_site", pa.string(), nullable=False),
-        pa.field("from_project_key", pa.string(), nullable=False),
-        pa.field("to_site", pa.string(), nullable=False),
-        pa.field("to_project_key", pa.string(), nullable=False),
-        pa.field("move", pa.int16(), nullable=False),
-        pa.field("moved_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("due_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-    ]
-)
 
 _SLOT_KEY = ["project_key", "item_id", "slot"]
 

@@ -82,6 +82,26 @@ ANNOTATIONS = pa.schema(
     ]
 )
 
+#: The moves log of annotate's stalled-work reassignment (``annotate/moves/part-<hash>.parquet``): one row per
+#: answer slot moved from one site's project to another's (see :mod:`flows.annotate.sla`).
+MOVES = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("slot", pa.int16(), nullable=False),
+        pa.field("is_gold", pa.bool_(), nullable=False),
+        pa.field("round", pa.int16(), nullable=False),
+        pa.field("from_site", pa.string(), nullable=False),
+        pa.field("from_project_key", pa.string(), nullable=False),
+        pa.field("to_site", pa.string(), nullable=False),
+        pa.field("to_project_key", pa.string(), nullable=False),
+        pa.field("move", pa.int16(), nullable=False),
+        pa.field("moved_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("due_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
 #: One consolidated answer per item, written by QA.
 CONSOLIDATED = pa.schema(
     [

@@ -1,0 +1,89 @@
+"""The parent flow: one work order, end to end.
+
+ingest -> split -> annotate (re-syncing until the sites are done) -> QA (with rework rounds) -> deliver.
+Stages hand each other typed results; each stage is also its own deployment for reruns.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, pause_flow_run
+from prefect.artifacts import create_markdown_artifact
+from prefect.input import RunInput
+from pydantic import Field
+
+from flows.annotate.flow import annotate_flow
+from flows.core.models import AnnotateResult, DeliveryResult, QAResult, WorkOrder
+from flows.deliver.flow import deliver_flow
+from flows.ingest.flow import ingest_flow
+from flows.qa.flow import qa_flow
+from flows.split.flow import rework_flow, split_flow
+
+
+class QAApproval(RunInput):
+    """A QA lead's decision on a delivery whose validation failed."""
+
+    approve: bool = Field(description="Deliver despite the failed checks?")
+    reviewer: str = Field(min_length=1, description="Your name, recorded with the delivery.")
+    comment: str = Field(min_length=1, description="Why: recorded with the delivery and shown to the client.")
+
+
+def wait_for_annotations(
+    work_order: WorkOrder, registry_uri: str | None, sync_interval_seconds: float, max_wait_seconds: float
+) -> AnnotateResult:
+    """Sync annotations on a schedule until every task is answered, or the wait runs out."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    while True:
+        result = annotate_flow(work_order, registry_uri=registry_uri)
+        if result.done:
+            return result
+        if time.monotonic() - started > max_wait_seconds:
+            logger.warning(
+                "%s: annotations still incomplete after %.0f s; QA runs on what has arrived and sends the rest "
+                "to rework.",
+                work_order.id,
+                max_wait_seconds,
+            )
+            return result
+        time.sleep(sync_interval_seconds)
+
+
+@flow(name="work-order", flow_run_name="{work_order.id} / work order", log_prints=True)
+def work_order_flow(
+    work_order: WorkOrder,
+    registry_uri: str | None = None,
+    sync_interval_seconds: float = Field(default=15, ge=1, le=3600),
+    max_wait_seconds: float = Field(default=3600, ge=10),
+    approval_timeout_seconds: int = Field(default=3600, ge=60),
+) -> DeliveryResult:
+    """Run a work order end to end on Kazi's partner sites."""
+    logger = get_run_logger()
+    ingest = ingest_flow(work_order)
+    split_flow(work_order, ingest, registry_uri=registry_uri)
+    qa: QAResult | None = None
+    for round_number in range(work_order.qa.max_rework_rounds + 1):
+        annotate = wait_for_annotations(work_order, registry_uri, sync_interval_seconds, max_wait_seconds)
+        qa = qa_flow(work_order, annotate, round_number=round_number, registry_uri=registry_uri)
+        if qa.rework_items == 0 or round_number == work_order.qa.max_rework_rounds:
+            break
+        logger.info("%s: %d items go to rework round %d", work_order.id, qa.rework_items, round_number + 1)
+        rework_flow(work_order, qa, round_number=round_number + 1, registry_uri=registry_uri)
+    assert qa is not None
+    if not qa.passed:
+        create_markdown_artifact(
+            key=f"{work_order.id}-qa-gate",
+            markdown=f"## QA gate: validation failed for {work_order.id}\n\nRead the [QA report]({qa.report_uri}) "
+            "and resume this run with your decision (approve or reject, with a comment).",
+        )
+        decision = pause_flow_run(wait_for_input=QAApproval, timeout=approval_timeout_seconds)
+        qa = qa.model_copy(
+            update={"approved_by": decision.reviewer, "approval_comment": decision.comment, "approved": decision.approve}
+        )
+        if not decision.approve:
+            raise RuntimeError(
+                f"{work_order.id}: delivery rejected by {decision.reviewer}: {decision.comment}. Fix the causes in "
+                "the QA report and rerun the qa and deliver deployments."
+            )
+    return deliver_flow(work_order, qa)
