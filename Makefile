@@ -3,7 +3,7 @@ KAZI := .venv/bin/kazi
 
 demo: ## Set everything up, start the local stack and run a whole work order end to end
 	@scripts/bootstrap.sh
-	@$(KAZI) demo
+	@.venv/bin/python -m simulation.demo
 
 test: ## Set everything up and run the test suite against the real local stack
 	@scripts/bootstrap.sh --browser

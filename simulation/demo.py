@@ -30,7 +30,7 @@ from flows.core.models import (
     WorkOrder,
 )
 from flows.core.s3 import ObjectStore
-from flows.core.settings import REPO_ROOT, Settings, load_settings, local_label_studio_token
+from flows.core.settings import REPO_ROOT, Settings, export_prefect_env, load_settings, local_label_studio_token
 from flows.core.workspace import default_registry_uri, workspace
 from flows.split.tasks import item_refs
 from simulation.datasets import DEFAULT_BUCKET, SampleDataset, sample_dataset
@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=120)
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args(argv)
+    # Process-wide and before Prefect is imported (it reads its settings then), so every thread's Prefect
+    # calls, the workforce's Secret lookups included, reach the stack's server.
+    export_prefect_env(load_settings())
     return run_demo(TaskType(args.task_type), args.items, args.timeout)
 
 
