@@ -14,6 +14,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -36,7 +37,14 @@ from flows.ingest.normalise import N_SHARDS
 from flows.ingest.read import iter_batches
 from flows.ingest.sink import IngestSink, quarantine_summary, reasons_count
 
+if TYPE_CHECKING:
+    from great_expectations.data_context import AbstractDataContext
+
 HASH_CHUNK = 8 * 1024 * 1024
+#: Great Expectations validates an in-memory pandas frame (about 420 B a row here), so the items are
+#: validated in chunks of whole shards of up to this many rows: memory stays flat whatever the input
+#: size. Repeats of an id share its shard, so the uniqueness expectation still sees every pair.
+VALIDATE_CHUNK_ROWS = 500_000
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,12 @@ def list_sources(work_order: WorkOrder) -> list[SourceObject]:
     store = ObjectStore(load_settings())
     bucket, prefix = parse_uri(work_order.source.uri)
     single = store.head(bucket, prefix) if prefix and not prefix.endswith("/") else None
+    # A prefix names a folder: "in" must not also take "inbox/..." or "in-old.csv".
+    folder = prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
     infos = (
         [single]
         if single is not None
-        else [o for o in store.list_objects(bucket, prefix) if not (o.key.endswith("/") and o.size == 0)]
+        else [o for o in store.list_objects(bucket, folder) if not (o.key.endswith("/") and o.size == 0)]
     )
     if not infos:
         raise S3Error(
@@ -119,6 +129,9 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
                 recon.quarantined,
                 recon.duplicates,
             )
+    # Arrow's allocator keeps freed pages for reuse; validation allocates through malloc (pandas, GX), so
+    # give them back now rather than hold a few hundred MB idle through the rest of the run.
+    pa.default_memory_pool().release_unused()
     return recon.check()
 
 
@@ -133,31 +146,69 @@ def validate_items(work_order: WorkOrder, version: str) -> tuple[bool, str | Non
     columns = ["item_id", "text", "media_uri", "fields"]
     root = f"{ws.bucket}/{ws.key('ingest', version, 'items')}"
     if store.filesystem.get_file_info(root).type == pafs.FileType.NotFound:
-        items = ITEMS.empty_table().select(columns)  # nothing was accepted
+        chunks: list[list[str]] = []  # nothing was accepted
     else:
-        items = pads.dataset(root, filesystem=store.filesystem, format="parquet").to_table(columns=columns)
+        shards = sorted(
+            pads.dataset(root, filesystem=store.filesystem, format="parquet").get_fragments(), key=lambda f: f.path
+        )
+        chunks = shard_chunks([(f.path, f.count_rows()) for f in shards], VALIDATE_CHUNK_ROWS)
     suite = build_suite(
         contract, field_names=fields, classes=work_order.label_schema.classes, name=f"{work_order.id}.input"
     )
+    success = True
+    checks: dict[tuple[str, str], tuple[bool, int]] = {}  # (expectation, column) -> (success, unexpected)
     with tempfile.TemporaryDirectory(prefix="kazi-gx-") as tmp:
         context = docs_context(Path(tmp))
-        result = run_checkpoint(
-            context, suite, gx_frame(items, fields), name=f"{work_order.id}-items", run_name=f"ingest-{version}"
-        )
-        url = publish_site(store, Path(tmp), ws.bucket, ws.key("ingest", version, "data-docs"))
-    rows = []
-    for suite_result in result.run_results.values():
-        for r in suite_result.results:
-            config = r.expectation_config
-            rows.append(
-                {
-                    "expectation": config.type if config else "?",
-                    "column": (config.kwargs.get("column") if config else None) or "",
-                    "success": bool(r.success),
-                    "unexpected": (r.result or {}).get("unexpected_count", 0),
-                }
+        for n, paths in enumerate(chunks or [[]], start=1):
+            items = (
+                pads.dataset(paths, filesystem=store.filesystem, format="parquet").to_table(columns=columns)
+                if paths
+                else ITEMS.empty_table().select(columns)
             )
-    return bool(result.success), url, rows
+            name = f"{work_order.id}-items" + (f"-{n}-of-{len(chunks)}" if len(chunks) > 1 else "")
+            result = run_checkpoint(context, suite, gx_frame(items, fields), name=name, run_name=f"ingest-{version}")
+            _release_batches(context)
+            del items
+            success = success and bool(result.success)
+            for suite_result in result.run_results.values():
+                for r in suite_result.results:
+                    config = r.expectation_config
+                    what = (config.type if config else "?", (config.kwargs.get("column") if config else None) or "")
+                    ok, unexpected = checks.get(what, (True, 0))
+                    checks[what] = (
+                        ok and bool(r.success),
+                        unexpected + ((r.result or {}).get("unexpected_count") or 0),
+                    )
+        docs = ws.key("ingest", version, "data-docs")
+        # A rerun after a crash must not leave the dead run's validation pages (their paths hold a timestamp).
+        store.delete_prefix(ws.bucket, f"{docs}/")
+        url = publish_site(store, Path(tmp), ws.bucket, docs)
+    rows: list[dict[str, object]] = [
+        {"expectation": what, "column": column, "success": ok, "unexpected": unexpected}
+        for (what, column), (ok, unexpected) in checks.items()
+    ]
+    return success, url, rows
+
+
+def _release_batches(context: AbstractDataContext) -> None:
+    """Drop the frames Great Expectations caches for every batch it validated (and keeps while the context,
+    which GX holds globally, lives): without this, chunking bounds nothing."""
+    engine = context.data_sources.get("kazi").get_execution_engine()
+    engine.batch_manager.reset_batch_cache()
+    engine.batch_manager.batch_data_cache.clear()
+
+
+def shard_chunks(shards: list[tuple[str, int]], limit: int) -> list[list[str]]:
+    """Shard files (path, rows) grouped in order into chunks of at most ``limit`` rows (a bigger one alone)."""
+    chunks: list[list[str]] = []
+    rows = limit + 1
+    for path, n in shards:
+        if rows + n > limit:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(path)
+        rows += n
+    return chunks
 
 
 def _report(work_order: WorkOrder, result: IngestResult, recon: Reconciliation, quarantine: pa.Table) -> str:

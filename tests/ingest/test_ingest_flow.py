@@ -1,0 +1,595 @@
+"""The ingest flow against the real local S3 and Prefect server.
+
+Each test uploads its client data under its own prefix of the workspace bucket (``tests/<hex>/``, the
+``s3_prefix`` fixture, deleted afterwards) and ingests it under its own work-order ids, whose workspace
+folders are deleted afterwards too. Datasets are small (a handful of rows), so a test takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
+from pydantic import ValidationError
+
+from flows.core.models import ColumnMapping, IngestResult, LabelSchema, SourceFormat, TaskType, WorkOrder
+from flows.core.s3 import ObjectStore, S3Error, parse_uri
+from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
+from flows.core.settings import Settings
+from flows.core.workspace import read_json, read_model, read_table, workspace
+from flows.ingest import flow as ingest_module
+from flows.ingest.flow import ingest_flow, shard_chunks
+from simulation.datasets import SampleDataset, sample_dataset
+
+#: File kinds a client may send: the work order's format, and whether the file is gzip-compressed.
+KINDS = {
+    "csv": (SourceFormat.CSV, False),
+    "csv.gz": (SourceFormat.CSV, True),
+    "jsonl": (SourceFormat.JSONL, False),
+    "jsonl.gz": (SourceFormat.JSONL, True),
+    "parquet": (SourceFormat.PARQUET, False),
+}
+N_ROWS = 6
+MEDIA_TASKS = {TaskType.IMAGE_CLASSIFICATION, TaskType.OBJECT_DETECTION, TaskType.AUDIO_TRANSCRIPTION}
+TEXT_COLUMNS = ColumnMapping(item_id="message_id", text="text")
+TEXT_LABELS = LabelSchema(classes=["positive", "negative", "neutral"])
+
+
+# --- encoding a client's rows -----------------------------------------------------------------------
+
+
+def encode(rows: list[dict[str, Any]], kind: str) -> bytes:
+    """The rows as a client would upload them in ``kind`` (a key of :data:`KINDS`)."""
+    fmt, gz = KINDS[kind]
+    if fmt == SourceFormat.PARQUET:
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows), sink)
+        data = sink.getvalue()
+    elif fmt == SourceFormat.JSONL:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    else:
+        names = list(rows[0])
+        out = io.StringIO()
+        out.write(",".join(names) + "\n")
+        for r in rows:
+            out.write(",".join(_csv_cell(r[n]) for n in names) + "\n")
+        data = out.getvalue().encode()
+    return gzip.compress(data, mtime=0) if gz else data
+
+
+def _csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
+
+
+def text_rows(start: int, n: int, *, tag: str = "") -> list[dict[str, Any]]:
+    return [
+        {"message_id": f"msg-{i:04d}", "text": f"Message {i}{tag}: the solar lamp, «ok» 🙂", "channel": "sms"}
+        for i in range(start, start + n)
+    ]
+
+
+def blank_is_none(values: dict[str, Any]) -> dict[str, Any]:
+    """CSV has no null: an empty cell reads as "" where JSONL and Parquet have null."""
+    return {k: (v if v not in ("", None) else None) for k, v in values.items()}
+
+
+# --- one test's client and work orders ---------------------------------------------------------------
+
+
+@dataclass
+class Client:
+    """A client's upload area (a unique prefix) and the work orders a test runs on it."""
+
+    settings: Settings
+    store: ObjectStore
+    prefix: str
+    unique: str
+    orders: list[str] = field(default_factory=list)
+
+    @property
+    def bucket(self) -> str:
+        return self.settings.workspace_bucket
+
+    def uri(self, rel: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{rel}"
+
+    def put(self, rel: str, data: bytes) -> str:
+        self.store.put_bytes(self.bucket, f"{self.prefix}{rel}", data)
+        return self.uri(rel)
+
+    def upload_media(self, dataset: SampleDataset) -> None:
+        for key, data in dataset.media.items():
+            self.store.put_bytes(self.bucket, key, data)
+
+    def order(
+        self,
+        source: str,
+        fmt: SourceFormat,
+        task_type: TaskType = TaskType.TEXT_CLASSIFICATION,
+        columns: ColumnMapping = TEXT_COLUMNS,
+        label_schema: LabelSchema = TEXT_LABELS,
+    ) -> WorkOrder:
+        """A work order on ``source`` (a URI) with a fresh id; its workspace folder is cleaned up."""
+        wo_id = f"ingest-{self.unique}-{len(self.orders)}"
+        self.orders.append(wo_id)
+        return WorkOrder.model_validate(
+            {
+                "id": wo_id,
+                "client_id": "acme",
+                "source": {"uri": source, "format": fmt.value},
+                "task_type": task_type.value,
+                "columns": columns.model_dump(),
+                "label_schema": label_schema.model_dump(),
+                "deadline": "2030-01-01T00:00:00Z",
+                "price_per_item": 0.1,
+                "pay_per_task": 0.02,
+                "delivery": {"uri": self.uri("delivery")},
+            }
+        )
+
+    def dataset_order(self, dataset: SampleDataset, source: str, fmt: SourceFormat) -> WorkOrder:
+        return self.order(source, fmt, dataset.task_type, dataset.columns, dataset.label_schema)
+
+    def items(self, result: IngestResult) -> pa.Table:
+        return read_table(self.store, result.items_uri)
+
+    def by_id(self, result: IngestResult) -> dict[str, dict[str, Any]]:
+        return {r["item_id"]: r for r in self.items(result).to_pylist()}
+
+    def quarantine(self, result: IngestResult) -> list[dict[str, Any]]:
+        table = read_table(self.store, result.quarantine_uri)
+        assert table.schema.equals(QUARANTINE)
+        return table.to_pylist()
+
+    def duplicates(self, result: IngestResult) -> list[dict[str, Any]]:
+        table = read_table(self.store, result.duplicates_uri)
+        assert table.schema.equals(DUPLICATES)
+        return table.to_pylist()
+
+    def manifest(self, result: IngestResult) -> dict[str, Any]:
+        payload: dict[str, Any] = read_json(self.store, result.manifest_uri)
+        return payload
+
+    def state(self, key_prefix: str) -> dict[str, tuple[str, str]]:
+        """Key -> (LastModified, ETag) of every object under ``key_prefix`` of the workspace bucket."""
+        out: dict[str, tuple[str, str]] = {}
+        pages = self.store.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=key_prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                out[obj["Key"]] = (obj["LastModified"].isoformat(), obj["ETag"])
+        return out
+
+    def version_prefix(self, result: IngestResult) -> str:
+        return workspace(self.settings, result.work_order_id).key("ingest", result.ingest_version) + "/"
+
+
+@pytest.fixture
+def client(stack_settings, store, s3_prefix, unique) -> Iterator[Client]:  # type: ignore[no-untyped-def]
+    made = Client(stack_settings, store, s3_prefix, unique)
+    yield made
+    for wo_id in made.orders:
+        store.delete_prefix(stack_settings.workspace_bucket, workspace(stack_settings, wo_id).root + "/")
+
+
+def assert_reconciled(result: IngestResult) -> None:
+    assert result.rows_read == result.accepted + result.quarantined + result.duplicates
+
+
+# --- every format and every task type ----------------------------------------------------------------
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("task_type", list(TaskType), ids=lambda t: t.value)
+def test_every_good_row_of_every_format_and_task_type_is_accepted(
+    client: Client, store: ObjectStore, task_type: TaskType, kind: str
+) -> None:
+    media_prefix = f"{client.prefix}media/{task_type.value}"
+    extra = {"bucket": client.bucket, "prefix": media_prefix} if task_type in MEDIA_TASKS else {}
+    dataset = sample_dataset(task_type, N_ROWS, seed=7, **extra)
+    client.upload_media(dataset)
+    data = encode(dataset.rows, kind)
+    source = client.put(f"in/{task_type.value}.{kind}", data)
+    work_order = client.dataset_order(dataset, client.uri("in/"), KINDS[kind][0])
+
+    result = ingest_flow(work_order)
+
+    assert (result.rows_read, result.accepted, result.quarantined, result.duplicates) == (N_ROWS, N_ROWS, 0, 0)
+    assert result.files_quarantined == 0
+    assert result.validation_success
+    assert_reconciled(result)
+
+    # Canonical items: the declared schema, one row per client row, mapped as the work order says.
+    items = client.items(result)
+    assert items.schema.equals(ITEMS, check_metadata=True)
+    assert (
+        pads.dataset(result.items_uri.removeprefix("s3://"), filesystem=store.filesystem).to_table().num_rows == N_ROWS
+    )
+    mapping = dataset.columns
+    assert mapping.item_id is not None
+    rows = {r[mapping.item_id]: (n, r) for n, r in enumerate(dataset.rows, start=1)}
+    got = {r["item_id"]: r for r in items.to_pylist()}
+    assert set(got) == set(rows)
+    for item_id, item in got.items():
+        n, row = rows[item_id]
+        assert item["client_item_id"] == item_id
+        assert (item["source_object"], item["source_row"]) == (source, n)
+        assert item["text"] == (row[mapping.text] if mapping.text else None)
+        assert item["media_uri"] == (row[mapping.media_uri] if mapping.media_uri else None)
+        if mapping.fields:
+            expected = {name: row[col] for name, col in mapping.fields.items()}
+            assert blank_is_none(json.loads(item["fields"])) == blank_is_none(expected)
+        else:
+            assert item["fields"] is None
+        record = json.loads(item["record"])
+        assert list(record) == list(row)
+        assert record[mapping.item_id] == item_id
+        assert len(item["content_hash"]) == 32
+        assert 0 <= item["shard"] < 16
+    assert client.quarantine(result) == []
+    assert client.duplicates(result) == []
+
+    # The manifest names the source object with its real size, ETag and SHA-256.
+    manifest = client.manifest(result)
+    head = store.head(*parse_uri(source))
+    assert head is not None
+    assert manifest["sources"] == [
+        {"uri": source, "size": len(data), "etag": head.etag, "sha256": hashlib.sha256(data).hexdigest()}
+    ]
+    assert head.etag == hashlib.md5(data).hexdigest()
+    assert manifest["counts"]["rows_read"] == N_ROWS
+
+    # The work order as run is stored, and reads back as the same work order.
+    stored = store.get_bytes(client.bucket, workspace(client.settings, work_order).key("work_order.yaml"))
+    assert WorkOrder.from_yaml(stored.decode()) == work_order
+    assert (
+        read_model(store, workspace(client.settings, work_order).uri("ingest", "result.json"), IngestResult) == result
+    )
+
+    # Data Docs open from the one presigned link.
+    assert result.data_docs_uri is not None
+    page = httpx.get(result.data_docs_uri, timeout=30)
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_content_hash_ids_are_the_same_for_a_fresh_copy_of_the_input(client: Client, kind: str) -> None:
+    fmt = KINDS[kind][0]
+    data = encode(text_rows(0, N_ROWS), kind)
+    no_ids = ColumnMapping(text="text")
+    first = ingest_flow(client.order(client.put(f"a/in.{kind}", data), fmt, columns=no_ids))
+    again = ingest_flow(client.order(client.put(f"b/copy/in.{kind}", data), fmt, columns=no_ids))
+
+    def ids(result: IngestResult) -> dict[int, tuple[str, str]]:
+        return {r["source_row"]: (r["item_id"], r["content_hash"]) for r in client.by_id(result).values()}
+
+    assert first.ingest_version != again.ingest_version  # other objects, so another version
+    assert ids(first) == ids(again)
+    assert len(ids(first)) == N_ROWS
+    assert all(item_id.startswith("h-") for item_id, _ in ids(first).values())
+
+
+@pytest.mark.prefect
+def test_items_validated_in_chunks_of_shards_give_one_result_and_one_data_docs_site(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "VALIDATE_CHUNK_ROWS", 3)  # 40 items in several shards: several chunks
+    result = ingest_flow(client.order(client.put("in/a.csv", encode(text_rows(0, 40), "csv")), SourceFormat.CSV))
+
+    assert (result.accepted, result.validation_success) == (40, True)
+    assert result.data_docs_uri is not None
+    index = httpx.get(result.data_docs_uri, timeout=30)
+    assert index.status_code == 200
+    assert index.text.count(f"{result.work_order_id}-items-") >= 2  # one validation per chunk, all listed
+    with get_client(sync_client=True) as prefect:
+        key = ArtifactFilter(key=ArtifactFilterKey(any_=[f"{result.work_order_id}-ingest-validation"]))
+        table = prefect.read_artifacts(limit=1, sort=ArtifactSort.CREATED_DESC, artifact_filter=key)
+    assert table
+    rows = json.loads(str(table[0].data))
+    checks = [(r["expectation"], r["column"]) for r in rows]
+    assert len(checks) == len(set(checks))  # one row per expectation, whatever the number of chunks
+    assert ("expect_column_values_to_be_unique", "item_id") in checks
+    assert all(r["success"] and r["unexpected"] == 0 for r in rows)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("shards", "limit", "chunks"),
+    [
+        ([], 5, []),
+        ([("a", 2), ("b", 3), ("c", 1)], 5, [["a", "b"], ["c"]]),
+        ([("a", 9), ("b", 1), ("c", 1)], 5, [["a"], ["b", "c"]]),  # a shard over the limit goes alone
+        ([("a", 1), ("b", 9), ("c", 1)], 5, [["a"], ["b"], ["c"]]),
+        ([("a", 0), ("b", 5)], 5, [["a", "b"]]),
+    ],
+)
+def test_shards_are_grouped_in_order_up_to_the_limit(
+    shards: list[tuple[str, int]], limit: int, chunks: list[list[str]]
+) -> None:
+    assert shard_chunks(shards, limit) == chunks
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+
+def _corrupt_footer(data: bytes) -> bytes:
+    return data[: len(data) // 2]  # a Parquet file cut in half has no footer
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: int(len(data) * 0.6)]
+
+
+BROKEN = {
+    # case: (format, good file suffix, broken file suffix, how to break the encoded rows, rows kept)
+    "corrupt parquet": ("parquet", "parquet", _corrupt_footer, False),
+    "gzipped parquet": ("parquet", "parquet.gz", lambda d: gzip.compress(d, mtime=0), False),
+    "truncated csv gzip": ("csv", "csv.gz", _truncated, True),
+    "truncated jsonl gzip": ("jsonl", "jsonl.gz", _truncated, True),
+}
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_file_is_quarantined_whole_and_the_other_files_go_through(client: Client, case: str) -> None:
+    kind, broken_suffix, damage, partly_read = BROKEN[case]
+    fmt = KINDS[kind][0]
+    first = client.put(f"in/part-1.{kind}", encode(text_rows(0, 5), kind))
+    broken_kind = broken_suffix if broken_suffix in KINDS else kind
+    # Enough rows that a cut gzip stream still holds some complete records.
+    broken = client.put(f"in/part-2.{broken_suffix}", damage(encode(text_rows(100, 400), broken_kind)))
+    last = client.put(f"in/part-3.{kind}", encode(text_rows(1000, 5), kind))
+
+    result = ingest_flow(client.order(client.uri("in/"), fmt))
+
+    assert_reconciled(result)
+    assert result.files_quarantined == 1
+    quarantine = client.quarantine(result)
+    whole = [q for q in quarantine if q["source_row"] == -1]
+    assert len(whole) == 1
+    assert whole[0]["source_object"] == broken
+    assert "part-2" in whole[0]["reason"]
+    items = client.items(result).to_pylist()
+    by_file: dict[str, list[int]] = {}
+    for item in items:
+        by_file.setdefault(item["source_object"], []).append(item["source_row"])
+    assert sorted(by_file[first]) == [1, 2, 3, 4, 5]
+    assert sorted(by_file[last]) == [1, 2, 3, 4, 5]
+    kept = sorted(by_file.get(broken, []))
+    records = [q for q in quarantine if q["source_row"] != -1]
+    if partly_read:
+        # Rows before the break are kept; the last one read may be cut short, so it is quarantined.
+        assert kept == list(range(1, len(kept) + 1))
+        assert 0 < len(kept) < 400
+        assert [(q["source_object"], q["source_row"]) for q in records] == [(broken, len(kept) + 1)]
+        assert "may be cut short" in records[0]["reason"]
+        assert result.rows_read == 10 + len(kept) + 1
+    else:
+        assert kept == []
+        assert records == []
+        assert result.rows_read == 10
+    manifest = client.manifest(result)
+    assert [s["uri"] for s in manifest["sources"]] == [first, broken, last]
+    assert [e[0] for e in manifest["file_errors"]] == [broken]
+
+    with get_client(sync_client=True) as prefect:
+        key = ArtifactFilter(key=ArtifactFilterKey(any_=[f"{result.work_order_id}-ingest"]))
+        report = prefect.read_artifacts(limit=1, sort=ArtifactSort.CREATED_DESC, artifact_filter=key)
+    assert report
+    assert broken in str(report[0].data)
+
+
+@pytest.mark.prefect
+def test_duplicate_ids_across_files_are_reported_with_the_row_they_repeat(client: Client) -> None:
+    a = client.put(
+        "in/a.csv",
+        encode(
+            [
+                {"message_id": "msg-1", "text": "first"},
+                {"message_id": "msg-2", "text": "second"},
+                {"message_id": "msg-3", "text": "third"},
+            ],
+            "csv",
+        ),
+    )
+    b = client.put(
+        "in/b.csv",
+        encode(
+            [
+                {"message_id": " MSG-1 ", "text": "first, edited"},  # the same id once trimmed and lower-cased
+                {"message_id": "msg-3", "text": "third again"},
+                {"message_id": "msg-9", "text": "second"},  # a new id, but msg-2's content
+                {"message_id": "msg-10", "text": "tenth"},
+                {"message_id": "msg-10", "text": "tenth, twice"},
+            ],
+            "csv",
+        ),
+    )
+
+    result = ingest_flow(client.order(client.uri("in/"), SourceFormat.CSV))
+
+    assert (result.rows_read, result.accepted, result.quarantined, result.duplicates) == (8, 4, 0, 4)
+    assert sorted(client.by_id(result)) == ["msg-1", "msg-10", "msg-2", "msg-3"]
+    got = sorted(
+        (d["source_object"], d["source_row"], d["item_id"], d["duplicate_of_object"], d["duplicate_of_row"], d["kind"])
+        for d in client.duplicates(result)
+    )
+    assert got == [
+        (b, 1, "MSG-1", a, 1, "id"),
+        (b, 2, "msg-3", a, 3, "id"),
+        (b, 3, "msg-9", a, 2, "content"),
+        (b, 5, "msg-10", b, 4, "id"),
+    ]
+
+
+@pytest.mark.prefect
+def test_a_row_whose_media_object_is_missing_is_quarantined_naming_the_uri(client: Client) -> None:
+    dataset = sample_dataset(TaskType.IMAGE_CLASSIFICATION, 4, bucket=client.bucket, prefix=f"{client.prefix}media")
+    client.upload_media(dataset)
+    rows = [dict(r) for r in dataset.rows]
+    gone_key = f"{client.prefix}media/never-uploaded.png"
+    rows[1]["image_uri"] = f"s3://{client.bucket}/{gone_key}"
+    rows[2]["image_uri"] = "s3://kazi-no-such-bucket-for-tests/x.png"
+    source = client.put("in/images.jsonl", encode(rows, "jsonl"))
+
+    result = ingest_flow(client.dataset_order(dataset, source, SourceFormat.JSONL))
+
+    assert (result.rows_read, result.accepted, result.quarantined, result.duplicates) == (4, 2, 2, 0)
+    quarantine = client.quarantine(result)
+    assert [(q["source_object"], q["source_row"], q["field"]) for q in quarantine] == [
+        (source, 2, "media_uri"),
+        (source, 3, "media_uri"),
+    ]
+    assert f"s3://{client.bucket}/{gone_key}" in quarantine[0]["reason"]
+    assert "s3://kazi-no-such-bucket-for-tests/x.png" in quarantine[1]["reason"]
+    assert json.loads(quarantine[0]["record"]) == rows[1]  # the client's row, unchanged
+    assert sorted(client.by_id(result)) == [rows[0]["image_id"], rows[3]["image_id"]]
+
+
+@pytest.mark.prefect
+def test_keys_with_spaces_unicode_and_dots_are_read(client: Client, store: ObjectStore) -> None:
+    # SeaweedFS refuses "." and ".." as whole key segments (InvalidRequest), so dots go inside segments.
+    folder = "client data/Zürich ü/..b/.../x../..%2F/"
+    names = ["part 1 (copy) ü+%.csv", "日本 語 ..csv"]
+    uris = [client.put(folder + name, encode(text_rows(10 * i, 3), "csv")) for i, name in enumerate(names)]
+
+    result = ingest_flow(client.order(client.uri(folder), SourceFormat.CSV))
+
+    assert (result.rows_read, result.accepted, result.files_quarantined) == (6, 6, 0)
+    assert {r["source_object"] for r in client.by_id(result).values()} == set(uris)
+    assert sorted(s["uri"] for s in client.manifest(result)["sources"]) == sorted(uris)
+
+
+@pytest.mark.prefect
+def test_a_source_prefix_means_that_folder_not_its_siblings_nor_a_dotted_path(client: Client) -> None:
+    inside = client.put("in/a.csv", encode(text_rows(0, 2), "csv"))
+    client.put("inbox/b.csv", encode(text_rows(50, 2), "csv"))
+
+    result = ingest_flow(client.order(client.uri("in"), SourceFormat.CSV))
+
+    assert [s["uri"] for s in client.manifest(result)["sources"]] == [inside]
+    assert result.rows_read == 2
+    # "../" is part of the key, never resolved: it cannot reach another folder.
+    with pytest.raises(S3Error, match="No objects under"):
+        ingest_flow(client.order(client.uri("elsewhere/../in/"), SourceFormat.CSV))
+
+
+# --- idempotency ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.prefect
+def test_a_rerun_on_the_same_input_rewrites_nothing(client: Client) -> None:
+    client.put("in/a.jsonl", encode(text_rows(0, N_ROWS), "jsonl"))
+    work_order = client.order(client.uri("in/"), SourceFormat.JSONL)
+    first = ingest_flow(work_order)
+    prefix = client.version_prefix(first)
+    before = client.state(prefix)
+    assert f"{prefix}result.json" in before
+    assert f"{prefix}manifest.json" in before
+    time.sleep(1.1)  # LastModified has one-second resolution: a rewrite now would show
+
+    again = ingest_flow(work_order)
+
+    assert again == first
+    assert client.state(prefix) == before
+
+
+@pytest.mark.prefect
+def test_a_changed_row_makes_a_new_version_beside_the_untouched_old_one(client: Client) -> None:
+    rows = text_rows(0, N_ROWS)
+    client.put("in/a.parquet", encode(rows, "parquet"))
+    work_order = client.order(client.uri("in/"), SourceFormat.PARQUET)
+    old = ingest_flow(work_order)
+    old_state = client.state(client.version_prefix(old))
+    time.sleep(1.1)
+
+    rows[2] = {**rows[2], "text": "edited by the client"}
+    client.put("in/a.parquet", encode(rows, "parquet"))
+    new = ingest_flow(work_order)
+
+    assert new.ingest_version != old.ingest_version
+    assert client.state(client.version_prefix(old)) == old_state
+    assert client.by_id(new)["msg-0002"]["text"] == "edited by the client"
+    assert client.by_id(old)["msg-0002"]["text"] == text_rows(2, 1)[0]["text"]
+    current = read_model(
+        client.store, workspace(client.settings, work_order).uri("ingest", "result.json"), IngestResult
+    )
+    assert current == new
+
+
+@pytest.mark.prefect
+def test_a_run_that_died_before_its_result_is_finished_by_a_rerun_with_the_same_keys(client: Client) -> None:
+    client.put("in/a.csv", encode(text_rows(0, N_ROWS), "csv"))
+    work_order = client.order(client.uri("in/"), SourceFormat.CSV)
+    first = ingest_flow(work_order)
+    prefix = client.version_prefix(first)
+    before = set(client.state(prefix))
+    client.store.client.delete_object(Bucket=client.bucket, Key=f"{prefix}result.json")
+
+    again = ingest_flow(work_order)
+
+    assert again.model_dump(exclude={"data_docs_uri"}) == first.model_dump(exclude={"data_docs_uri"})
+    assert sorted(client.by_id(again)) == sorted(client.by_id(first))
+    assert set(client.state(prefix)) == before  # the same keys, Data Docs included: nothing left over
+    assert again.data_docs_uri is not None
+    assert httpx.get(again.data_docs_uri, timeout=30).status_code == 200
+
+
+# --- work orders ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.s3
+def test_a_work_order_round_trips_through_yaml_in_s3(client: Client) -> None:
+    dataset = sample_dataset(TaskType.LISTING_VERIFICATION, 2)
+    work_order = client.dataset_order(dataset, client.uri("in/"), SourceFormat.CSV)
+    uri = client.put("orders/listing.yaml", work_order.to_yaml().encode())
+
+    loaded = WorkOrder.from_yaml(client.store.get_bytes(*parse_uri(uri)).decode())
+
+    assert loaded == work_order
+    assert loaded.to_yaml() == work_order.to_yaml()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize(
+    ("path", "typo"),
+    [
+        ((), "colums"),
+        (("columns",), "media_ur"),
+        (("label_schema",), "clases"),
+        (("source",), "formt"),
+    ],
+)
+def test_a_typo_in_a_work_order_is_rejected_naming_the_field(client: Client, path: tuple[str, ...], typo: str) -> None:
+    dataset = sample_dataset(TaskType.TEXT_CLASSIFICATION, 2)
+    doc = client.dataset_order(dataset, client.uri("in/"), SourceFormat.CSV).model_dump(mode="json")
+    target = doc
+    for part in path:
+        target = target[part]
+    target[typo] = "x"
+    uri = client.put("orders/typo.yaml", yaml.safe_dump(doc).encode())
+
+    with pytest.raises(ValidationError) as caught:
+        WorkOrder.from_yaml(client.store.get_bytes(*parse_uri(uri)).decode())
+
+    message = str(caught.value)
+    assert ".".join([*path, typo]) in message
+    assert "Extra inputs are not permitted" in message
