@@ -51,6 +51,15 @@ def read_model_or_none(store: ObjectStore, uri: str, cls: type[M]) -> M | None:
         return None
 
 
+def load_stage_result(settings: Settings, work_order: WorkOrder | str, stage: str, cls: type[M]) -> M:
+    """A stage's ``result.json``; a missing one says which stage to run first."""
+    uri = workspace(settings, work_order).uri(stage, "result.json")
+    found = read_model_or_none(ObjectStore(settings), uri, cls)
+    if found is None:
+        raise ObjectNotFound(f"No {stage} result at {uri}: run the {stage} stage first, or pass `{stage}`.")
+    return found
+
+
 def write_json(store: ObjectStore, uri: str, payload: Any) -> ObjectInfo:
     bucket, key = parse_uri(uri)
     data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()

@@ -41,14 +41,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, SecretStr
 
 from flows.core.models import DeliveryResult, IngestResult, PartnerRegistry, QAResult, WorkOrder
-from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri
+from flows.core.s3 import ObjectStore, parse_uri
 from flows.core.schemas import CONSOLIDATED
 from flows.core.settings import load_settings
 from flows.core.workspace import (
     default_registry_uri,
     load_registry,
+    load_stage_result,
     read_json,
-    read_model_or_none,
     workspace,
     write_json,
     write_model,
@@ -104,22 +104,12 @@ class WorkerRecordsOutcome(BaseModel):
 
 @task(name="load qa result", task_run_name="load qa result of {work_order.id}", cache_policy=NO_CACHE)
 def load_qa_result(work_order: WorkOrder) -> QAResult:
-    settings = load_settings()
-    uri = workspace(settings, work_order).uri("qa", "result.json")
-    found = read_model_or_none(ObjectStore(settings), uri, QAResult)
-    if found is None:
-        raise ObjectNotFound(f"No QA result at {uri}: run the qa stage first, or pass `qa`.")
-    return found
+    return load_stage_result(load_settings(), work_order, "qa", QAResult)
 
 
 @task(name="load ingest result", task_run_name="load ingest result of {work_order.id}", cache_policy=NO_CACHE)
 def load_ingest_result(work_order: WorkOrder) -> IngestResult:
-    settings = load_settings()
-    uri = workspace(settings, work_order).uri("ingest", "result.json")
-    found = read_model_or_none(ObjectStore(settings), uri, IngestResult)
-    if found is None:
-        raise ObjectNotFound(f"No ingest result at {uri}: run the ingest stage for this work order first.")
-    return found
+    return load_stage_result(load_settings(), work_order, "ingest", IngestResult)
 
 
 @task(name="load annotation log", task_run_name="load annotation log of {work_order.id}", cache_policy=NO_CACHE)

@@ -68,8 +68,8 @@ from flows.core.settings import load_settings
 from flows.core.workspace import (
     default_registry_uri,
     load_registry,
+    load_stage_result,
     read_json,
-    read_model_or_none,
     read_table,
     workspace,
     write_json,
@@ -327,12 +327,7 @@ def _read_client_file(store: ObjectStore, uri: str) -> pa.Table:
 
 @task(name="load ingest result", task_run_name="load ingest result of {work_order.id}", cache_policy=NO_CACHE)
 def load_ingest_result(work_order: WorkOrder) -> IngestResult:
-    settings = load_settings()
-    uri = workspace(settings, work_order).uri("ingest", "result.json")
-    found = read_model_or_none(ObjectStore(settings), uri, IngestResult)
-    if found is None:
-        raise ObjectNotFound(f"No ingest result at {uri}: run the ingest stage first, or pass `ingest`.")
-    return found
+    return load_stage_result(load_settings(), work_order, "ingest", IngestResult)
 
 
 @task(name="plan split", task_run_name="plan {work_order.id}", cache_policy=NO_CACHE)
