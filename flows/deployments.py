@@ -36,17 +36,12 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
 )
 
 
-def available() -> list[DeploymentSpec]:
-    """The deployments whose entrypoint file exists in this checkout."""
-    return [d for d in DEPLOYMENTS if (REPO_ROOT / d.entrypoint.split(":")[0]).exists()]
-
-
 def register(settings: Settings) -> list[str]:
     """Create or update every deployment; returns ``flow-name/deployment-name`` of each."""
     from prefect import flow
 
     names = []
-    for spec in available():
+    for spec in DEPLOYMENTS:
         loaded = flow.from_source(source=str(REPO_ROOT), entrypoint=spec.entrypoint)
         loaded.deploy(  # type: ignore[union-attr]
             name=spec.name,

@@ -38,3 +38,13 @@ def test_sites_lists_eligibility_with_reasons(capsys) -> None:
     assert lines["nairobi"].endswith("yes")
     assert "below the local living wage" in lines["port-au-prince"]
     assert "audit lapsed" in lines["lahore"]
+
+
+def test_every_deployment_entrypoint_is_a_flow() -> None:
+    from prefect.flows import Flow, load_flow_from_entrypoint
+
+    from flows.deployments import DEPLOYMENTS
+
+    for spec in DEPLOYMENTS:
+        loaded = load_flow_from_entrypoint(spec.entrypoint)
+        assert isinstance(loaded, Flow), spec.entrypoint
