@@ -10,7 +10,8 @@ import runpy
 import sys
 
 BENCHES = {
-    "ingest": "canonical ingest vs pyarrow read + Parquet write of the same bytes (issue: ingest)",
+    "ingest": "canonical ingest vs pyarrow read + Parquet write, local files (issue: ingest)",
+    "ingest_s3": "the ingest flow on 5M+ rows in S3 vs pyarrow read + Parquet write to the same S3 (issue: ingest)",
     "task_creation": "Kazi task creation vs raw label-studio-sdk import_tasks, 50,000 tasks (issue: split)",
     "annotation_pull": "annotation pull of 20,000 annotated tasks vs one raw export call (issue: annotate)",
     "annotation_parse": "export parsing alone vs naive json + from_pylist (issue: annotate)",
