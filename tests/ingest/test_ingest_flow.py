@@ -196,9 +196,17 @@ def assert_reconciled(result: IngestResult) -> None:
 # --- every format and every task type ----------------------------------------------------------------
 
 
+# Every format and every task type, each twice, in ten pairs rather than the 25-case cross product: what a
+# format does to rows is independent of the task type's columns, and the suite's first run must stay short.
+FORMAT_CASES = [
+    (task_type, kind)
+    for i, task_type in enumerate(TaskType)
+    for kind in (list(KINDS)[i % len(KINDS)], list(KINDS)[(i + 2) % len(KINDS)])
+]
+
+
 @pytest.mark.prefect
-@pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("task_type", list(TaskType), ids=lambda t: t.value)
+@pytest.mark.parametrize(("task_type", "kind"), FORMAT_CASES, ids=lambda v: getattr(v, "value", v))
 def test_every_good_row_of_every_format_and_task_type_is_accepted(
     client: Client, store: ObjectStore, task_type: TaskType, kind: str
 ) -> None:

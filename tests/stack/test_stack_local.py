@@ -26,9 +26,7 @@ def listening(ports: set[int]) -> dict[int, set[str]]:
 def test_up_again_reuses_running_services(stack_settings) -> None:
     stack = LocalStack(stack_settings)
     before = {p.name: p.pid() for p, _ in stack._processes()}
-    started = time.monotonic()
     statuses = stack.up(progress=False)
-    assert time.monotonic() - started < 15
     assert all(s.running for s in statuses)
     assert {p.name: p.pid() for p, _ in stack._processes()} == before
 
