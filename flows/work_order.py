@@ -79,7 +79,11 @@ def work_order_flow(
         )
         decision = pause_flow_run(wait_for_input=QAApproval, timeout=approval_timeout_seconds)
         qa = qa.model_copy(
-            update={"approved_by": decision.reviewer, "approval_comment": decision.comment, "approved": decision.approve}
+            update={
+                "approved_by": decision.reviewer,
+                "approval_comment": decision.comment,
+                "approved": decision.approve,
+            }
         )
         if not decision.approve:
             raise RuntimeError(
