@@ -22,7 +22,6 @@ assignment manifest. It repeats ``flows.split.tasks.item_refs`` because stages d
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,15 +32,13 @@ from pydantic import SecretStr
 
 from flows.core.labelstudio import LabelStudioClient
 from flows.core.models import TaskType, Workspace
+from flows.core.refs import ref_map
 from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri
 from flows.core.schemas import ANNOTATIONS, ASSIGNMENTS, MOVES
 from flows.core.workspace import read_json, write_table
 
 from .normalise import export_to_rows
 from .sync import new_rows, part_name
-
-#: Hex digits of an item ref (``flows.split.tasks.REF_HEX``).
-REF_HEX = 16
 
 #: Log columns one sync pass reads: the version key, and what progress counts.
 SYNC_COLUMNS = ["site_id", "batch_id", "item_id", "annotation_id", "skipped", "created_at", "updated_at"]
@@ -51,28 +48,8 @@ SYNC_COLUMNS = ["site_id", "batch_id", "item_id", "annotation_id", "skipped", "c
 
 
 def item_ref_map(item_ids: Iterable[str], key: SecretStr) -> dict[str, str]:
-    """Item ref -> item id for ``item_ids``: the refs split put in the tasks (see the module docstring).
-
-    Raises:
-        ValueError: the key is empty, or two items share a ref (split refuses such a plan).
-    """
-    raw = key.get_secret_value().encode()
-    if not raw:
-        raise ValueError("the item ref key is empty: set KAZI_PSEUDONYM_KEY")
-    # RFC 2104 from pre-keyed inner and outer SHA-256 states: one copy each per id instead of a new HMAC.
-    block = (hashlib.sha256(raw).digest() if len(raw) > 64 else raw).ljust(64, b"\0")
-    inner_key = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-    outer_key = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-    refs: dict[str, str] = {}
-    for item_id in dict.fromkeys(item_ids):
-        inner = inner_key.copy()
-        inner.update(item_id.encode())
-        outer = outer_key.copy()
-        outer.update(inner.digest())
-        ref = outer.hexdigest()[:REF_HEX]
-        if refs.setdefault(ref, item_id) != item_id:
-            raise ValueError(f"items {refs[ref]!r} and {item_id!r} share the item ref {ref}")
-    return refs
+    """Item ref -> item id for ``item_ids``: the refs split put in the tasks (see the module docstring)."""
+    return ref_map(item_ids, key)
 
 
 # --- Projects --------------------------------------------------------------------------------------

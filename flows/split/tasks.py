@@ -20,19 +20,18 @@ one pass.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import SecretStr
 
 from flows.core.models import TaskType, WorkOrder
+from flows.core.refs import RefKey, item_refs
 from flows.core.schemas import TASK_KEY
 
 _MEDIA_KEY = {
@@ -42,59 +41,9 @@ _MEDIA_KEY = {
 }
 _PLAN_COLUMNS = ["item_id", "batch_id", "project_key"]
 
-#: Hex digits of an item ref: 64 bits, so two items of one work order (even 10^7 of them) practically never
-#: share a ref; :func:`item_refs` callers that need certainty check the refs of a plan are distinct.
-REF_HEX = 16
-
-RefKey: TypeAlias = SecretStr | bytes | str
-
 
 def task_key(project_key: str, item_ref: str) -> str:
     return f"{project_key}/{item_ref}"
-
-
-def _key_bytes(key: RefKey) -> bytes:
-    raw = key.get_secret_value() if isinstance(key, SecretStr) else key
-    data = raw.encode() if isinstance(raw, str) else raw
-    if not data:
-        raise ValueError("the item ref key is empty: set KAZI_PSEUDONYM_KEY")
-    return data
-
-
-def item_refs(item_ids: pa.Array | pa.ChunkedArray | Iterable[str], key: RefKey) -> pa.StringArray:
-    """The opaque ref of each item id: ``HMAC-SHA256(key, item_id)``, first :data:`REF_HEX` hex digits.
-
-    Args:
-        item_ids: Item ids (no nulls).
-        key: The HMAC key (``Settings.pseudonym_key``); without it a ref reveals nothing about the id.
-
-    Returns:
-        A string array of refs, aligned with ``item_ids``.
-
-    Raises:
-        ValueError: a null item id or an empty key.
-    """
-    if isinstance(item_ids, (pa.Array, pa.ChunkedArray)):
-        values: list[str | None] = item_ids.cast(pa.string()).to_pylist()
-    else:
-        values = list(item_ids)
-    nulls = sum(v is None for v in values)
-    if nulls:
-        raise ValueError(f"{nulls} item ids are null")
-    # One HMAC per id (there is no vectorised HMAC). RFC 2104 by hand from pre-keyed inner and outer SHA-256
-    # states: copying those costs a third of copying an ``hmac.HMAC``; test_split_tasks checks it against hmac.
-    block = _key_bytes(key)
-    block = (hashlib.sha256(block).digest() if len(block) > 64 else block).ljust(64, b"\0")
-    inner_key = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-    outer_key = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-    refs: list[str] = []
-    for item_id in values:
-        inner = inner_key.copy()
-        inner.update(str(item_id).encode())
-        outer = outer_key.copy()
-        outer.update(inner.digest())
-        refs.append(outer.hexdigest()[:REF_HEX])
-    return pa.array(refs, pa.string())
 
 
 def _columns(table: pd.DataFrame | pa.Table) -> list[str]:
