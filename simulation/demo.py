@@ -29,10 +29,10 @@ from flows.core.models import (
     TaskType,
     WorkOrder,
 )
+from flows.core.refs import item_refs
 from flows.core.s3 import ObjectStore
 from flows.core.settings import REPO_ROOT, Settings, export_prefect_env, load_settings, local_label_studio_token
 from flows.core.workspace import default_registry_uri, workspace
-from flows.split.tasks import item_refs
 from simulation.datasets import DEFAULT_BUCKET, SampleDataset, sample_dataset
 from simulation.registry import onboard, registry_profiles, site_sessions
 from simulation.workforce import SimulatedWorkforce
