@@ -45,7 +45,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 
-from flows.annotate.progress import PROGRESS_COLUMNS, Progress, progress, progress_markdown
+from flows.annotate.progress import COUNT_COLUMNS, PROGRESS_COLUMNS, Progress, progress, progress_markdown
 from flows.annotate.pull import (
     Appended,
     ProjectRef,
@@ -100,22 +100,7 @@ STATUS = pa.schema(
         pa.field("sites", pa.string()),
         pa.field("due_at", _TS),
         pa.field("overdue", pa.bool_(), nullable=False),
-        *[
-            pa.field(c, pa.int64())
-            for c in (
-                "tasks_total",
-                "tasks_done",
-                "tasks_in_progress",
-                "tasks_skipped",
-                "tasks_not_started",
-                "items_total",
-                "items_done",
-                "answers_total",
-                "answers_done",
-                "answers_open",
-                "answers_skipped",
-            )
-        ],
+        *[pa.field(c, pa.int64()) for c in COUNT_COLUMNS],
         pa.field("percent_done", pa.float64()),
         pa.field("per_hour_last_hour", pa.int64()),
         pa.field("per_hour_avg", pa.float64()),

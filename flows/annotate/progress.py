@@ -38,8 +38,8 @@ import pyarrow.compute as pc
 TASK_KEY = ["site_id", "batch_id", "item_id"]
 BAR_WIDTH = 20
 
-#: Columns of every progress frame, after the group's key column(s).
-PROGRESS_COLUMNS = [
+#: The count columns of every progress frame (integers).
+COUNT_COLUMNS = [
     "tasks_total",
     "tasks_done",
     "tasks_in_progress",
@@ -51,6 +51,10 @@ PROGRESS_COLUMNS = [
     "answers_done",
     "answers_open",
     "answers_skipped",
+]
+#: Columns of every progress frame, after the group's key column(s).
+PROGRESS_COLUMNS = [
+    *COUNT_COLUMNS,
     "percent_done",
     "per_hour_last_hour",
     "per_hour_avg",
