@@ -10,7 +10,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     stack_admin_email: str = "admin@kazi.local"
     stack_admin_password: SecretStr = Field(default=SecretStr("kazi-admin-change-me"))
     stack_start_timeout_seconds: float = 240.0
+
+    @field_validator("stack_dir", "tools_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Services run with their own working directory: a relative path would point somewhere else for them.
+        return value.expanduser().absolute()
 
     @cached_property
     def ports(self) -> StackPorts:

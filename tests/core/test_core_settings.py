@@ -53,3 +53,11 @@ def test_two_stacks_get_disjoint_ports() -> None:
     assert len(set(named)) == len(named) == 15
     assert set(named) == set(a.all())
     assert not set(a.all()) & set(b.all())
+
+
+def test_relative_stack_dir_is_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Services start in their own working directory, so a relative path given on the command line must not reach them.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAZI_STACK_DIR", ".state/mine")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.stack_dir == tmp_path / ".state" / "mine"
