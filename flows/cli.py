@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from flows.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from flows.core.models import WorkOrder
     from flows.stack.services import LocalStack
 
 
@@ -130,6 +131,62 @@ def cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_work_order(source: str, settings: Settings) -> WorkOrder:
+    """A work order from a YAML file or s3:// URI; an invalid one is a one-line error per field."""
+    from pydantic import ValidationError
+
+    from flows.core.models import WorkOrder
+
+    try:
+        return WorkOrder.from_yaml(_load_registry_text(source, settings))
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such file") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"{source} is not a valid work order: {problems}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.core.settings import export_prefect_env
+
+    settings = load_settings()
+    export_prefect_env(settings)  # before Prefect is imported: it reads its settings then
+    work_order = _load_work_order(args.work_order, settings)
+    if settings.local_stack and not args.no_stack:
+        stack_up(settings)
+    preflight(settings)
+    from flows.run import follow, start_work_order
+
+    extra = {"sync_interval_seconds": args.sync_every} if args.sync_every else {}
+    run = start_work_order(settings, work_order, registry_uri=args.registry, again=args.again, **extra)
+    print(f"Work order {work_order.id} started: {run.url}")
+    if args.no_wait:
+        print(f"Follow it in the Prefect UI, or with: kazi status {work_order.id}")
+        return 0
+    state = follow(settings, work_order.id, run.id, timeout_seconds=args.timeout)
+    from flows.status import collect, render
+
+    print()
+    print(render(collect(settings, work_order.id)))
+    return 0 if state == "COMPLETED" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flows.core.settings import export_prefect_env
+
+    settings = load_settings()
+    export_prefect_env(settings)
+    from flows.status import collect, render
+
+    status = collect(settings, args.work_order_id, with_runs=not args.no_runs)
+    print(render(status))
+    return 0 if status.found or status.runs else 1
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for; the message says how to fix it."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kazi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +203,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--no-stack", action="store_true", help="do not start the local stack")
         p.set_defaults(func=cmd_smoke)
 
+    p = sub.add_parser("run", help="run a work order from a YAML file (or s3:// URI) on the work pool's workers")
+    p.add_argument("work_order", metavar="WORK_ORDER.yaml")
+    p.add_argument("--registry", help="partner registry URI (default: the workspace registry)")
+    p.add_argument("--no-wait", action="store_true", help="start the run and return")
+    p.add_argument("--again", action="store_true", help="start even if a run of this work order is under way")
+    p.add_argument("--sync-every", type=float, metavar="SECONDS", help="how often annotations are synced (default 15)")
+    p.add_argument("--timeout", type=float, default=24 * 3600, help="stop following after this many seconds")
+    p.add_argument("--no-stack", action="store_true", help="do not start the local stack")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="show a work order's stages, progress, reports and flow runs")
+    p.add_argument("work_order_id", metavar="WORK_ORDER_ID")
+    p.add_argument("--no-runs", action="store_true", help="only the workspace, not Prefect's flow runs")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("sites", help="list partner sites and whether they may get work")
     p.add_argument("--registry", help="registry YAML: a file or s3:// URI (default: the workspace registry)")
     p.add_argument("--task-type", help="also check the skill for this task type")
@@ -161,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         # Known failures carry a message that says what to do; print that line, not a traceback.
         from flows.core.labelstudio import LabelStudioError
         from flows.core.s3 import S3Error
+        from flows.run import RunError
         from flows.stack.process import StackError
 
-        if isinstance(exc, S3Error | LabelStudioError | StackError):
+        if isinstance(exc, UsageError):
+            print(f"kazi: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, S3Error | LabelStudioError | StackError | RunError):
             print(f"kazi: error: {exc}", file=sys.stderr)
             return 1
         raise

@@ -7,14 +7,19 @@ Stages hand each other typed results; each stage is also its own deployment for 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
-from prefect import flow, get_run_logger, pause_flow_run
+from prefect import flow, get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import Field
 
 from flows.annotate.flow import annotate_flow
 from flows.core.models import AnnotateResult, DeliveryResult, QAResult, WorkOrder
+from flows.core.s3 import ObjectStore
+from flows.core.settings import load_settings
+from flows.core.workspace import workspace, write_json, write_model
 from flows.deliver.flow import deliver_flow
 from flows.ingest.flow import ingest_flow
 from flows.qa.flow import qa_flow
@@ -27,6 +32,29 @@ class QAApproval(RunInput):
     approve: bool = Field(description="Deliver despite the failed checks?")
     reviewer: str = Field(min_length=1, description="Your name, recorded with the delivery.")
     comment: str = Field(min_length=1, description="Why: recorded with the delivery and shown to the client.")
+
+
+@task(
+    name="record qa decision",
+    task_run_name="record the QA lead's decision on {qa.work_order_id}",
+    cache_policy=NO_CACHE,
+)
+def record_decision(qa: QAResult, decision: QAApproval) -> QAResult:
+    """Keep the QA lead's decision with the QA result, so the delivery (and any rerun of it) carries it.
+
+    The decision is also kept on its own, ``qa/round=<r>/decision.json``, with when it was taken.
+    """
+    decided = qa.model_copy(
+        update={"approved": decision.approve, "approved_by": decision.reviewer, "approval_comment": decision.comment}
+    )
+    settings = load_settings()
+    store = ObjectStore(settings)
+    ws = workspace(settings, qa.work_order_id)
+    record = {**decision.model_dump(mode="json"), "decided_at": datetime.now(UTC).isoformat()}
+    write_json(store, ws.uri("qa", f"round={qa.round_number}", "decision.json"), record)
+    write_model(store, ws.uri("qa", f"round={qa.round_number}", "result.json"), decided)
+    write_model(store, ws.uri("qa", "result.json"), decided)
+    return decided
 
 
 def wait_for_annotations(
@@ -78,16 +106,11 @@ def work_order_flow(
             "and resume this run with your decision (approve or reject, with a comment).",
         )
         decision = pause_flow_run(wait_for_input=QAApproval, timeout=approval_timeout_seconds)
-        qa = qa.model_copy(
-            update={
-                "approved_by": decision.reviewer,
-                "approval_comment": decision.comment,
-                "approved": decision.approve,
-            }
-        )
+        qa = record_decision(qa, decision)
         if not decision.approve:
             raise RuntimeError(
-                f"{work_order.id}: delivery rejected by {decision.reviewer}: {decision.comment}. Fix the causes in "
-                "the QA report and rerun the qa and deliver deployments."
+                f"{work_order.id}: delivery rejected by {decision.reviewer}: {decision.comment.rstrip('.')}. Fix "
+                "what the QA report shows, then rerun the work order: it repeats nothing that is done and stops "
+                "at the QA gate again."
             )
     return deliver_flow(work_order, qa)

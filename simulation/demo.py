@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -30,15 +30,12 @@ from flows.core.models import (
     WorkOrder,
 )
 from flows.core.refs import item_refs
-from flows.core.s3 import ObjectStore
+from flows.core.s3 import ObjectStore, parse_uri
 from flows.core.settings import REPO_ROOT, Settings, export_prefect_env, load_settings, local_label_studio_token
-from flows.core.workspace import default_registry_uri, workspace
+from flows.core.workspace import default_registry_uri
 from simulation.datasets import DEFAULT_BUCKET, SampleDataset, sample_dataset
 from simulation.registry import onboard, registry_profiles, site_sessions
 from simulation.workforce import SimulatedWorkforce
-
-if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
 
 CLIENT_BUCKET = "acme-data"
 DELIVERY_BUCKET = "acme-deliveries"
@@ -104,6 +101,22 @@ def make_work_order(work_order_id: str, dataset: SampleDataset, source_uri: str,
     )
 
 
+def prepare_work_order(
+    settings: Settings, store: ObjectStore, task_type: TaskType, n_items: int, work_order_id: str, seed: int = 7
+) -> tuple[PartnerRegistry, SampleDataset, WorkOrder]:
+    """Everything a client and the operations team set up before a work order runs.
+
+    The partner registry (with the local sites' tokens as Prefect Secret blocks) is uploaded to the
+    workspace, the client's dataset, media and gold file to the client's bucket.
+    """
+    registry = demo_registry(settings)
+    save_site_tokens(settings, registry)
+    store.put_bytes(*parse_uri(default_registry_uri(settings)), registry.to_yaml().encode())
+    dataset = sample_dataset(task_type, n_items, seed=seed)
+    source_uri, gold_uri = upload_dataset(store, dataset, work_order_id)
+    return registry, dataset, make_work_order(work_order_id, dataset, source_uri, gold_uri)
+
+
 class Workforce(threading.Thread):
     """Simulated annotators working every open project of the work order until told to stop."""
 
@@ -149,10 +162,10 @@ class Workforce(threading.Thread):
 
 
 def run_demo(task_type: TaskType, n_items: int, timeout_seconds: float) -> int:
-    from prefect.deployments import run_deployment
-
     from flows.cli import prefect_api, print_where_to_look, stack_up
     from flows.deployments import register
+    from flows.run import follow, start_work_order
+    from flows.status import collect, render
 
     started = time.monotonic()
     settings = load_settings()
@@ -163,70 +176,62 @@ def run_demo(task_type: TaskType, n_items: int, timeout_seconds: float) -> int:
         print("Registering deployments ...")
         for name in register(settings):
             print(f"  {name}")
-        registry = demo_registry(settings)
-        save_site_tokens(settings, registry)
-        store.put_bytes(*_split(default_registry_uri(settings)), registry.to_yaml().encode())
-        dataset = sample_dataset(task_type, n_items, seed=7)
-        source_uri, gold_uri = upload_dataset(store, dataset, work_order_id)
-        work_order = make_work_order(work_order_id, dataset, source_uri, gold_uri)
-        ws = workspace(settings, work_order)
-        store.put_bytes(ws.bucket, ws.key("work_order.yaml"), work_order.to_yaml().encode())
+        registry, dataset, work_order = prepare_work_order(settings, store, task_type, n_items, work_order_id)
         examples = REPO_ROOT / ".state" / "work_orders"
         examples.mkdir(parents=True, exist_ok=True)
-        (examples / f"{work_order_id}.yaml").write_text(work_order.to_yaml())
-        print(f"Work order {work_order_id}: {n_items} {task_type.value} items from {source_uri}")
+        example = examples / f"{work_order_id}.yaml"
+        example.write_text(work_order.to_yaml())
+        print(f"Work order {work_order_id}: {n_items} {task_type.value} items from {work_order.source.uri}")
+        print(f"  (saved as {example.relative_to(REPO_ROOT)}; `kazi run` takes such a file)")
 
         workforce = Workforce(settings, registry, dataset, work_order)
         workforce.start()
-        print("Starting the work-order deployment (as from the Prefect UI) ...")
-        flow_run: FlowRun = run_deployment(  # type: ignore[assignment]
-            "work-order/work-order",
-            parameters={"work_order": work_order.model_dump(mode="json"), "sync_interval_seconds": 5},
-            timeout=0,
-        )
-        base = settings.prefect_api_url.removesuffix("/api") if settings.prefect_api_url else ""
-        print(f"  flow run: {base}/runs/flow-run/{flow_run.id}")
-        state = _wait(flow_run.id, workforce, timeout_seconds)
-        workforce.stop.set()
-        workforce.join(timeout=30)
+        print("Starting the work-order deployment on the work pool (as from the Prefect UI) ...")
+        run = start_work_order(settings, work_order, again=True, sync_interval_seconds=5)
+        print(f"  flow run: {run.url}")
+        try:
+            state = follow(
+                settings,
+                work_order_id,
+                run.id,
+                timeout_seconds=timeout_seconds,
+                extra=lambda: _workforce_note(workforce),
+            )
+        finally:
+            workforce.stop.set()
+            workforce.join(timeout=30)
+        status = collect(settings, work_order_id)
     elapsed = time.monotonic() - started
     print(
         f"\nWork order {work_order_id} finished as {state} in {elapsed:.0f} s ({workforce.answers} simulated answers)."
     )
+    print(render(status))
     print_where_to_look(settings)
-    print(f"  This run         {base}/runs/flow-run/{flow_run.id}")
-    print(f"  Delivery         s3://{DELIVERY_BUCKET}/deliveries/{work_order_id}/")
+    print(f"  This run         {run.url}")
+    if status.qa_report_url:
+        print(f"  QA report        {status.qa_report_url}")
+    if status.qa and status.qa.data_docs_uri:
+        print(f"  Data Docs        {status.qa.data_docs_uri}")
+    if status.deliver:
+        print(f"  Delivery         {status.deliver.manifest_uri}")
+        print(f"  Impact report    {_presigned(store, status.deliver.impact_report_uri)}")
     if workforce.error:
         print(f"simulated workforce failed: {workforce.error}", file=sys.stderr)
         return 1
     return 0 if state == "COMPLETED" else 1
 
 
-def _split(uri: str) -> tuple[str, str]:
-    from flows.core.s3 import parse_uri
+def _workforce_note(workforce: Workforce) -> str:
+    if workforce.error:
+        raise workforce.error
+    return f"{workforce.answers} answers from the simulated workforce"
 
-    return parse_uri(uri)
 
-
-def _wait(flow_run_id: Any, workforce: Workforce, timeout_seconds: float) -> str:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout_seconds
-    last = ""
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(flow_run_id)
-            state = run.state.type.value if run.state else "PENDING"
-            line = f"  {state.lower():10} {workforce.answers:5d} answers from the simulated workforce"
-            if line != last:
-                print(line, flush=True)
-                last = line
-            if run.state and run.state.is_final():
-                return state
-            if workforce.error:
-                raise workforce.error
-            time.sleep(3)
-    return "TIMED_OUT"
+def _presigned(store: ObjectStore, uri: str) -> str:
+    """A browser link for an s3:// URI (links already presigned pass through)."""
+    if not uri.startswith("s3://"):
+        return uri
+    return store.presign_get(*parse_uri(uri))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,19 +10,15 @@ pytestmark = pytest.mark.e2e
 def test_work_order_end_to_end_flags_spammers_reworks_and_delivers(stack_settings, store) -> None:
     from flows.core.models import DeliveryResult, QAResult, TaskType
     from flows.core.s3 import parse_uri
-    from flows.core.workspace import default_registry_uri, read_json, read_model, read_table, workspace
+    from flows.core.workspace import read_json, read_model, read_table, workspace
     from flows.deliver.manifest import verify
     from flows.work_order import work_order_flow
-    from simulation.datasets import sample_dataset
-    from simulation.demo import Workforce, demo_registry, make_work_order, save_site_tokens, upload_dataset
+    from simulation.demo import Workforce, prepare_work_order
 
-    registry = demo_registry(stack_settings)
-    save_site_tokens(stack_settings, registry)
-    store.put_bytes(*parse_uri(default_registry_uri(stack_settings)), registry.to_yaml().encode())
-    dataset = sample_dataset(TaskType.IMAGE_CLASSIFICATION, 60, seed=11)
     wo_id = f"e2e-{uuid.uuid4().hex[:8]}"
-    source, gold = upload_dataset(store, dataset, wo_id)
-    work_order = make_work_order(wo_id, dataset, source, gold)
+    registry, dataset, work_order = prepare_work_order(
+        stack_settings, store, TaskType.IMAGE_CLASSIFICATION, 60, wo_id, seed=11
+    )
     workforce = Workforce(stack_settings, registry, dataset, work_order)
     assert any(p.is_spammer for p in workforce.profiles)
     workforce.start()
