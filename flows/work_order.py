@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import Field
 
 from flows.annotate.flow import annotate_flow
 from flows.core.models import AnnotateResult, DeliveryResult, QAResult, WorkOrder
-from flows.core.s3 import ObjectStore
+from flows.core.s3 import ObjectStore, parse_uri
 from flows.core.settings import load_settings
 from flows.core.workspace import workspace, write_json, write_model
 from flows.deliver.flow import deliver_flow
@@ -57,6 +59,47 @@ def record_decision(qa: QAResult, decision: QAApproval) -> QAResult:
     return decided
 
 
+STAGES = ("ingest", "split", "annotate", "qa", "deliver")
+
+
+class StageProgress:
+    """The run's progress bar in the Prefect UI: the share of the five stages done."""
+
+    def __init__(self, work_order: WorkOrder) -> None:
+        self.artifact_id = cast(
+            UUID,
+            create_progress_artifact(
+                progress=0.0,
+                key=f"{work_order.id}-stages",
+                description=f"Stages of {work_order.id} done: {', '.join(STAGES)}",
+            ),
+        )
+
+    def done(self, stage: str) -> None:
+        update_progress_artifact(self.artifact_id, progress=100.0 * (STAGES.index(stage) + 1) / len(STAGES))
+
+
+def summary_markdown(work_order: WorkOrder, qa: QAResult, delivery: DeliveryResult, impact_url: str) -> str:
+    """The run's last word: what was delivered and where every report is."""
+    verdict = "passed" if qa.passed else f"failed, delivered with the approval of {qa.approved_by}"
+    rows = [
+        ("QA report", f"[open]({qa.report_uri})", "one page for the QA lead"),
+        ("Data Docs", f"[open]({qa.data_docs_uri})" if qa.data_docs_uri else "-", "every output check"),
+        ("Delivery manifest", f"`{delivery.manifest_uri}`", f"{delivery.files} files, SHA-256 of each"),
+        ("Impact report", f"[open]({impact_url})", "pay per hour against the living wage, per site"),
+    ]
+    lines = [
+        f"## {work_order.id}: delivered {delivery.delivered_items:,} items",
+        "",
+        f"QA {verdict} (round {qa.round_number}, {qa.items:,} items, {qa.rework_items:,} sent to rework).",
+        "",
+        "| report | link | what |",
+        "| --- | --- | --- |",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+    ]
+    return "\n".join(lines)
+
+
 def wait_for_annotations(
     work_order: WorkOrder, registry_uri: str | None, sync_interval_seconds: float, max_wait_seconds: float
 ) -> AnnotateResult:
@@ -88,17 +131,22 @@ def work_order_flow(
 ) -> DeliveryResult:
     """Run a work order end to end on Kazi's partner sites."""
     logger = get_run_logger()
+    progress = StageProgress(work_order)
     ingest = ingest_flow(work_order)
+    progress.done("ingest")
     split_flow(work_order, ingest, registry_uri=registry_uri)
+    progress.done("split")
     qa: QAResult | None = None
     for round_number in range(work_order.qa.max_rework_rounds + 1):
         annotate = wait_for_annotations(work_order, registry_uri, sync_interval_seconds, max_wait_seconds)
+        progress.done("annotate")
         qa = qa_flow(work_order, annotate, round_number=round_number, registry_uri=registry_uri)
         if qa.rework_items == 0 or round_number == work_order.qa.max_rework_rounds:
             break
         logger.info("%s: %d items go to rework round %d", work_order.id, qa.rework_items, round_number + 1)
         rework_flow(work_order, qa, round_number=round_number + 1, registry_uri=registry_uri)
     assert qa is not None
+    progress.done("qa")
     if not qa.passed:
         create_markdown_artifact(
             key=f"{work_order.id}-qa-gate",
@@ -113,4 +161,13 @@ def work_order_flow(
                 "what the QA report shows, then rerun the work order: it repeats nothing that is done and stops "
                 "at the QA gate again."
             )
-    return deliver_flow(work_order, qa)
+    delivery = deliver_flow(work_order, qa)
+    progress.done("deliver")
+    settings = load_settings()
+    impact_url = ObjectStore(settings).presign_get(*parse_uri(delivery.impact_report_uri))
+    create_markdown_artifact(
+        key=f"{work_order.id}-summary",
+        markdown=summary_markdown(work_order, qa, delivery, impact_url),
+        description=f"What {work_order.id} delivered, and its reports",
+    )
+    return delivery

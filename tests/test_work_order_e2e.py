@@ -45,3 +45,17 @@ def test_work_order_end_to_end_flags_spammers_reworks_and_delivers(stack_setting
     manifest = read_json(store, delivery.manifest_uri)
     prefix = key.rsplit("/", 1)[0]
     assert verify(manifest, lambda name: store.get_bytes(bucket, f"{prefix}/{name}")) == []
+    # The run ends with its progress at 100% and a summary linking every report.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{wo_id}-stages", f"{wo_id}-summary"]))
+        )
+    by_key = {a.key: a for a in found}
+    assert by_key[f"{wo_id}-stages"].data == 100.0
+    summary = str(by_key[f"{wo_id}-summary"].data)
+    assert f"## {wo_id}: delivered {delivery.delivered_items:,} items" in summary
+    assert f"| QA report | [open]({qa.report_uri})" in summary and "| Impact report | [open](http" in summary
+    assert delivery.manifest_uri in summary
