@@ -60,8 +60,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.core.data_docs import publish_data_docs
 from flows.core.models import AnnotateResult, IngestResult, PartnerRegistry, QAResult, TaskType, WorkOrder
-from flows.core.publish import publish_site
 from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri
 from flows.core.schemas import CONSOLIDATED
 from flows.core.settings import load_settings
@@ -600,11 +600,12 @@ def validate(work_order: WorkOrder, round_number: int, assessment: Assessment, a
             rework_items=waiting,
             run_name=f"{work_order.id}-qa-round-{round_number}",
         )
-        prefix = ws.key("qa", r, "data-docs")
-        # Pages of an earlier run of this round would stay reachable from nothing: remove them first.
-        store.delete_prefix(settings.workspace_bucket, prefix + "/")
-        docs_url = publish_site(
-            store, Path(tmp), settings.workspace_bucket, prefix, index=outcome.index_page or "index.html"
+        docs_url = publish_data_docs(
+            store,
+            Path(tmp),
+            settings.workspace_bucket,
+            ws.key("qa", r, "data-docs"),
+            title=f"Output checks of {work_order.id}, QA round {round_number}",
         )
     gate = _agreement_gate(work_order, assessment)
     if gate is not None:
