@@ -5,18 +5,24 @@ GUI backend, safe in worker threads. Every chart has a title, axis labels, value
 threshold line where a threshold applies. Colours come from the Okabe-Ito palette, which stays distinct
 for the common forms of colour blindness, and pass/fail is also said in words, never by colour alone.
 An empty input draws a chart that says there is no data, so a report never lacks an image.
+
+Values are written next to their threshold with :func:`format_value`: a value below a threshold never reads
+as the threshold (69.6%, not 70%, below 70%). The report uses the same function for its words.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 #: Okabe & Ito (2008), "Color Universal Design".
@@ -35,6 +41,49 @@ SERIES = ("blue", "orange", "green", "purple", "sky", "vermillion", "yellow", "b
 THRESHOLD_COLOUR = PALETTE["black"]
 DPI = 100
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Decimals a value near its threshold may gain so that it reads on the right side of it.
+EXTRA_DIGITS = 2
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float | np.floating) and not math.isfinite(value))
+
+
+def format_threshold(threshold: float, *, percent: bool = True, digits: int = 0) -> str:
+    """A threshold as written: ``digits`` decimals, more (up to :data:`EXTRA_DIGITS`) when it has them (72.5%)."""
+    scale, suffix = (100.0, "%") if percent else (1.0, "")
+    t = float(threshold) * scale
+    for d in range(digits, digits + EXTRA_DIGITS + 1):
+        text = f"{t:.{d}f}"
+        if math.isclose(float(text), t, abs_tol=1e-9):
+            return text + suffix
+    return f"{t:.{digits + EXTRA_DIGITS}f}{suffix}"
+
+
+def format_value(value: Any, threshold: float | None = None, *, percent: bool = True, digits: int = 0) -> str:
+    """A share as a percentage (or a plain number), on the same side of ``threshold`` as the value itself.
+
+    With ``digits`` decimals, unless that rounds a value onto the other side of its threshold (or onto it):
+    then with as many more decimals as it takes, up to :data:`EXTRA_DIGITS`, and cut towards the value's
+    side beyond that. 0.696 against 0.70 reads "69.6%", 0.69999 "69.99%"; 0.7 reads "70%". Missing: "n/a".
+    """
+    if _is_missing(value):
+        return "n/a"
+    scale, suffix = (100.0, "%") if percent else (1.0, "")
+    v = float(value) * scale
+    if threshold is None:
+        return f"{v:.{digits}f}{suffix}"
+    # The gate compares the raw values; the shown value must say what the gate decided.
+    below = float(value) < float(threshold)
+    t = round(float(threshold) * scale, 9)
+    for d in range(digits, digits + EXTRA_DIGITS + 1):
+        text = f"{v:.{d}f}"
+        if (float(text) < t) == below:
+            return text + suffix
+    d = digits + EXTRA_DIGITS
+    q = 10.0**d
+    cut = math.floor(round(v * q, 6)) if below else math.ceil(round(v * q, 6))
+    return f"{cut / q:.{d}f}{suffix}"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -63,8 +112,8 @@ def _no_data(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
-def _percent(v: float) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.0%}"
+#: Behind a value label, so a threshold line running through it does not strike it out.
+_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.0}
 
 
 def _threshold(ax: Axes, y: float, label: str) -> None:
@@ -72,7 +121,13 @@ def _threshold(ax: Axes, y: float, label: str) -> None:
     ax.axhline(y, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.2, label=label)
 
 
-def site_scorecard_chart(sites: pd.DataFrame, *, min_gold_accuracy: float, min_agreement: float | None = None) -> bytes:
+def site_scorecard_chart(
+    sites: pd.DataFrame,
+    *,
+    min_gold_accuracy: float,
+    min_agreement: float | None = None,
+    not_judged: Collection[str] = (),
+) -> bytes:
     """Per site: gold accuracy and agreement with consensus (bars) against the gold accuracy threshold.
 
     Args:
@@ -81,6 +136,8 @@ def site_scorecard_chart(sites: pd.DataFrame, *, min_gold_accuracy: float, min_a
             ``min_agreement``.
         min_gold_accuracy: The dashed line of the first panel.
         min_agreement: The dashed line of the alpha panel.
+        not_judged: Sites whose gold accuracy the QA gate does not judge yet (too few gold answers): their
+            bar is hatched and labelled "not judged", so it does not read as a failure.
     """
     with_alpha = "alpha" in sites.columns and sites["alpha"].notna().any()
     n = len(sites)
@@ -93,23 +150,37 @@ def site_scorecard_chart(sites: pd.DataFrame, *, min_gold_accuracy: float, min_a
         return _png(fig)
     x = np.arange(n)
     width = 0.38
+    thin = np.asarray([str(s) in set(map(str, not_judged)) for s in sites.index], dtype=bool)
     series = [
-        ("gold_accuracy", "Gold accuracy", PALETTE["blue"]),
-        ("consensus_agreement", "Agrees with consensus", PALETTE["orange"]),
+        ("gold_accuracy", "Gold accuracy", PALETTE["blue"], min_gold_accuracy),
+        ("consensus_agreement", "Agrees with consensus", PALETTE["orange"], None),
     ]
-    for k, (column, label, colour) in enumerate(series):
+    for k, (column, label, colour, threshold) in enumerate(series):
         values = sites[column].to_numpy(dtype=np.float64) if column in sites.columns else np.full(n, np.nan)
         pos = x + (k - 0.5) * width
-        ax.bar(pos, np.nan_to_num(values), width, label=label, color=colour)
-        for p, v in zip(pos, values, strict=True):
-            ax.text(p, (0 if np.isnan(v) else v) + 0.02, _percent(v), ha="center", va="bottom", fontsize=8)
-    _threshold(ax, min_gold_accuracy, f"gold accuracy threshold {min_gold_accuracy:.0%}")
+        hatched = thin if column == "gold_accuracy" else np.zeros(n, dtype=bool)
+        heights = np.nan_to_num(values)
+        ax.bar(pos[~hatched], heights[~hatched], width, label=label, color=colour)
+        if hatched.any():
+            ax.bar(
+                pos[hatched],
+                heights[hatched],
+                width,
+                color="white",
+                edgecolor=colour,
+                hatch="//",
+                label="Gold accuracy, not judged yet",
+            )
+        for p, v, h in zip(pos, values, hatched, strict=True):
+            text = format_value(v, threshold) + ("\nnot judged" if h else "")
+            ax.text(p, (0 if np.isnan(v) else v) + 0.02, text, ha="center", va="bottom", fontsize=8, bbox=_LABEL_BOX)
+    _threshold(ax, min_gold_accuracy, f"gold accuracy threshold {format_threshold(min_gold_accuracy)}")
     ax.set_xticks(x, [str(s) for s in sites.index], rotation=20 if n > 4 else 0, ha="right" if n > 4 else "center")
-    ax.set_ylim(0, 1.3)
+    ax.set_ylim(0, 1.3 if not thin.any() else 1.4)
     ax.set_yticks(np.linspace(0, 1, 6), [f"{t:.0%}" for t in np.linspace(0, 1, 6)])
     ax.set_xlabel("Partner site")
     ax.set_ylabel("Share of answers")
-    ax.legend(loc="upper left", fontsize=8, ncols=3, frameon=False)
+    ax.legend(loc="upper left", fontsize=8, ncols=2, frameon=False)
     if with_alpha:
         ax2 = axes[1]
         alpha = sites["alpha"].to_numpy(dtype=np.float64)
@@ -118,16 +189,18 @@ def site_scorecard_chart(sites: pd.DataFrame, *, min_gold_accuracy: float, min_a
             ax2.text(
                 p,
                 max(0.0, 0 if np.isnan(v) else v) + 0.02,
-                "n/a" if np.isnan(v) else f"{v:.2f}",
+                format_value(v, min_agreement, percent=False, digits=2),
                 ha="center",
                 va="bottom",
                 fontsize=8,
             )
         if min_agreement is not None:
-            _threshold(ax2, min_agreement, f"work-order threshold {min_agreement:.2f}")
+            shown = format_threshold(min_agreement, percent=False, digits=2)
+            _threshold(ax2, min_agreement, f"work-order threshold {shown}")
             ax2.legend(loc="upper left", fontsize=8, frameon=False)
         ax2.set_title("Agreement within each site")
-        ax2.set_xticks(x, [str(s) for s in sites.index], rotation=20 if n > 4 else 0, ha="right" if n > 4 else "center")
+        # The alpha panel is a third as wide: its names collide sooner.
+        ax2.set_xticks(x, [str(s) for s in sites.index], rotation=25 if n > 2 else 0, ha="right" if n > 2 else "center")
         ax2.set_ylim(min(0.0, float(np.nanmin(alpha)) - 0.1 if np.isfinite(alpha).any() else 0.0), 1.3)
         ax2.set_xlabel("Partner site")
         ax2.set_ylabel("Krippendorff's alpha")
@@ -184,13 +257,37 @@ def confusion_matrix_chart(
     return _png(fig)
 
 
-def gold_trend_chart(trend: pd.DataFrame, *, min_gold_accuracy: float) -> bytes:
+def _naive_utc(values: pd.Series) -> pd.Series:
+    """Timestamps as naive UTC (matplotlib's date axis takes either; naive avoids a tz round trip)."""
+    when = pd.to_datetime(values, utc=True)
+    return when.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def trend_periods(trend: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Start and end of each row's period, as naive UTC; the time axis spans the first start to the last end.
+
+    ``bucket_end`` where given; otherwise each period is as long as the smallest step between periods (an
+    hour when there is one period).
+    """
+    start = _naive_utc(trend["bucket"])
+    if "bucket_end" in trend.columns:
+        return start, _naive_utc(trend["bucket_end"])
+    steps = np.diff(np.unique(start.to_numpy()))
+    return start, start + (pd.Timedelta(steps.min()) if steps.size else pd.Timedelta("1h"))
+
+
+def gold_trend_chart(trend: pd.DataFrame, *, min_gold_accuracy: float, min_point_gold: int = 5) -> bytes:
     """Gold accuracy over time, one line per site, with the threshold.
 
+    Each point sits in the middle of its period. The time axis spans exactly the periods that hold answers
+    (a single period would otherwise be padded to years by matplotlib), with ticks and labels chosen for
+    that span: minutes, hours or days, the date said once.
+
     Args:
-        trend: ``bucket`` (timestamp), ``site_id``, ``gold_accuracy`` and ``n_gold`` per bucket
-            (``flows.qa.report.gold_accuracy_trend``).
+        trend: ``bucket`` (start of the period), optionally ``bucket_end``, ``site_id``, ``gold_accuracy``
+            and ``n_gold`` per period (``flows.qa.report.gold_accuracy_trend``).
         min_gold_accuracy: The dashed line.
+        min_point_gold: Points on fewer gold answers are drawn hollow: one miss moves them a lot.
     """
     fig = _figure(8.0, 3.6)
     ax = fig.subplots()
@@ -198,27 +295,58 @@ def gold_trend_chart(trend: pd.DataFrame, *, min_gold_accuracy: float) -> bytes:
     if trend.empty:
         _no_data(ax, "No gold answers yet")
         return _png(fig)
-    for k, (site, rows) in enumerate(trend.sort_values("bucket").groupby("site_id", sort=True)):
+    start, end = trend_periods(trend)
+    frame = trend.assign(_mid=(start + (end - start) / 2).to_numpy(), _start=start.to_numpy(), _end=end.to_numpy())
+    for k, (site, rows) in enumerate(frame.sort_values("_mid").groupby("site_id", sort=True)):
         colour = PALETTE[SERIES[k % len(SERIES)]]
         marker = "osD^v<>p"[k % 8]
-        ax.plot(rows["bucket"], rows["gold_accuracy"], marker=marker, color=colour, label=str(site), linewidth=1.5)
+        ax.plot(rows["_mid"], rows["gold_accuracy"], marker=marker, color=colour, label=str(site), linewidth=1.5)
+        few = rows["n_gold"].to_numpy(dtype=np.float64) < min_point_gold
+        if few.any():
+            ax.plot(
+                rows["_mid"].to_numpy()[few],
+                rows["gold_accuracy"].to_numpy()[few],
+                linestyle="none",
+                marker=marker,
+                markerfacecolor="white",
+                markeredgecolor=colour,
+            )
         last = rows.iloc[-1]
         ax.annotate(
-            _percent(float(last["gold_accuracy"])),
-            xy=(last["bucket"], last["gold_accuracy"]),
+            format_value(float(last["gold_accuracy"]), min_gold_accuracy),
+            xy=(last["_mid"], last["gold_accuracy"]),
             xytext=(4, 0),
             textcoords="offset points",
             fontsize=8,
             color=colour,
             va="center",
         )
-    _threshold(ax, min_gold_accuracy, f"threshold {min_gold_accuracy:.0%}")
+    _threshold(ax, min_gold_accuracy, f"threshold {format_threshold(min_gold_accuracy)}")
+    if (trend["n_gold"].to_numpy(dtype=np.float64) < min_point_gold).any():
+        ax.plot(
+            [],
+            [],
+            linestyle="none",
+            marker="o",
+            markerfacecolor="white",
+            markeredgecolor=PALETTE["black"],
+            label=f"hollow: fewer than {min_point_gold}\ngold answers in the period",
+        )
+    ax.set_xlim(frame["_start"].min(), frame["_end"].max())
+    locator = AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(
+        ConciseDateFormatter(
+            locator,
+            formats=["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%S.%f"],
+            offset_formats=["", "%Y", "%Y", "%d %b %Y", "%d %b %Y", "%d %b %Y %H:%M"],
+        )
+    )
     ax.set_ylim(0, 1.1)
     ax.set_yticks(np.linspace(0, 1, 6), [f"{t:.0%}" for t in np.linspace(0, 1, 6)])
     ax.set_xlabel("Time the answers were given (UTC)")
     ax.set_ylabel("Gold accuracy")
     ax.legend(title="Site", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.autofmt_xdate()
     return _png(fig)
 
 
@@ -265,7 +393,7 @@ def confidence_histogram(
         color=THRESHOLD_COLOUR,
         linestyle="--",
         linewidth=1.2,
-        label=f"rework threshold {min_confidence:.2f}",
+        label=f"rework threshold {format_threshold(min_confidence, percent=False, digits=2)}",
     )
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.set_xlim(0, 1)

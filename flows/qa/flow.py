@@ -92,7 +92,7 @@ from flows.qa.inputs import (
     site_progress,
     unanswered_rework,
 )
-from flows.qa.report import collect_report, exclusion_reasons, render_qa_markdown, render_qa_report
+from flows.qa.report import QAReport, collect_report, exclusion_reasons, render_qa_markdown, render_qa_report
 from flows.qa.rework import reason_counts, rework_round_items, select_rework
 from flows.qa.scores import annotator_scores, effective_accuracy, flag_annotators, site_scores
 from flows.qa.validate import ExpectationOutcome, ValidationOutcome, validate_output
@@ -645,6 +645,37 @@ def _ls_links(projects: dict[str, dict[str, Any]]) -> dict[str, str]:
     return links
 
 
+def build_report(
+    work_order: WorkOrder, round_number: int, inputs: QAInputs, assessment: Assessment, validated: Validated
+) -> QAReport:
+    """The QA report's content (pure): what was measured, and what the gate judged of it.
+
+    The report's checks come from the gate's outcome (``validated``) and from the same site scores the gate
+    checked (:func:`judgeable`), so a site with too few gold answers reads "not judged yet" there too.
+    """
+    return collect_report(
+        work_order,
+        round=round_number,
+        passed=validated.passed,
+        items=len(inputs.accepted),
+        consolidated=assessment.consolidated,
+        rework=assessment.rework,
+        log=inputs.log,
+        site_scores=assessment.site_scores,
+        judged_sites=judgeable(assessment.site_scores),
+        min_gold_answers=MIN_GOLD_ANSWERS,
+        rework_site=assessment.rework_site,
+        annotator_scores=assessment.annotator_scores,
+        excluded=assessment.excluded,
+        alpha=assessment.alpha,
+        gold=inputs.gold if work_order.task_type in CLASSIFICATION else None,
+        validation=validated.outcome,
+        data_docs_url=validated.data_docs_url,
+        label_studio_projects=_ls_links(inputs.projects),
+        progress=site_progress(inputs.assignments, inputs.log) if not inputs.assignments.empty else None,
+    )
+
+
 @task(
     name="publish qa report",
     task_run_name="publish qa report of {work_order.id} round {round_number}",
@@ -657,24 +688,7 @@ def publish_report(
     settings = load_settings()
     store = ObjectStore(settings)
     ws = workspace(settings, work_order)
-    report = collect_report(
-        work_order,
-        round=round_number,
-        passed=validated.passed,
-        items=len(inputs.accepted),
-        consolidated=assessment.consolidated,
-        rework=assessment.rework,
-        log=inputs.log,
-        site_scores=assessment.site_scores,
-        annotator_scores=assessment.annotator_scores,
-        excluded=assessment.excluded,
-        alpha=assessment.alpha,
-        gold=inputs.gold if work_order.task_type in CLASSIFICATION else None,
-        validation=validated.outcome,
-        data_docs_url=validated.data_docs_url,
-        label_studio_projects=_ls_links(inputs.projects),
-        progress=site_progress(inputs.assignments, inputs.log) if not inputs.assignments.empty else None,
-    )
+    report = build_report(work_order, round_number, inputs, assessment, validated)
     key = ws.key("qa", _round(round_number), "report", "index.html")
     store.put_bytes(
         settings.workspace_bucket,
@@ -689,13 +703,21 @@ def publish_report(
         markdown=render_qa_markdown(report),
         description=f"QA of {work_order.id}, round {round_number}",
     )
+    judged = judgeable(assessment.site_scores)
     site_rows = _json_ready(
-        [{"site_id": str(site), **row} for site, row in assessment.site_scores.to_dict("index").items()]
+        [
+            {"site_id": str(site), **row, "gold_accuracy_judged": judged.at[site, "gold_accuracy"]}
+            for site, row in assessment.site_scores.to_dict("index").items()
+        ]
     )
     create_table_artifact(
         key=f"{work_order.id}-qa-sites",
         table=site_rows,
-        description=f"Partner sites' scores in {work_order.id} round {round_number} (all their answers)",
+        description=(
+            f"Partner sites' scores in {work_order.id} round {round_number} (answers that count); "
+            "gold_accuracy_judged is empty where the gate does not judge a site yet "
+            f"(< {MIN_GOLD_ANSWERS} gold answers)"
+        ),
     )
     create_table_artifact(
         key=f"{work_order.id}-qa-validation",

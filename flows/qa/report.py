@@ -28,27 +28,42 @@ from jinja2 import Environment, StrictUndefined
 
 from flows.core.models import TaskType, WorkOrder
 from flows.qa import charts
+from flows.qa.charts import format_threshold, format_value
 from flows.qa.rework import REASONS
 from flows.qa.scores import effective_accuracy
-from flows.qa.validate import ValidationOutcome
+from flows.qa.validate import WORK_ORDER_SCOPE, Check, ExpectationOutcome, ValidationOutcome, quality_frame
 
 MAX_ROWS = 25
 TOP_CONFUSIONS = 5
-#: Time buckets of the gold accuracy trend, finest first, and how many points a line may have.
-TREND_BUCKETS = ("1h", "6h", "1D", "7D")
+#: Periods of the gold accuracy trend, finest first, and how many periods a line may have.
+TREND_BUCKETS = ("1min", "5min", "15min", "30min", "1h", "2h", "6h", "12h", "1D", "7D")
 MAX_BUCKETS = 48
+#: Gold answers a point of the trend should carry on average (fewer: each point is mostly noise).
+MIN_POINT_GOLD = 5
+#: Below these, the report says why instead of drawing the trend: gold answers, the time from the first to
+#: the last, periods with answers.
+MIN_TREND_GOLD = 20
+MIN_TREND_SPAN = pd.Timedelta("30min")
+MIN_TREND_POINTS = 3
+
+#: The gate's quality checks (:func:`flows.qa.validate.build_validation`), by name.
+GOLD_CHECK = Check("quality", "between", "gold_accuracy").name
+ALPHA_CHECK = Check("quality", "between", "agreement_alpha").name
 
 GLOSSARY: Mapping[str, str] = {
     "Consensus answer": "the answer Kazi keeps for an item, combined from the annotators' answers; "
     "annotators who are right more often count for more.",
     "Confidence": "how sure the consensus is, from 0 (a guess) to 1 (certain). Items below the threshold "
-    "are sent back for another look.",
+    "need another look (see Rework queue).",
     "Gold items": "items whose right answer is known in advance, mixed in unseen. Gold accuracy is the share "
     "of gold items answered correctly.",
     "Krippendorff's alpha": "agreement between annotators: 1 = perfect agreement, 0 = no better than chance, "
     "below 0 = systematic disagreement.",
     "Agrees with consensus": "the share of a person's (or site's) answers equal to the final consensus answer.",
-    "Rework queue": "items sent back to a partner site for review in another round.",
+    "Rework queue": "items sent back to a partner site for another look in the next review round. The work "
+    "order sets how many review rounds there can be; items still unresolved after the last one are not delivered.",
+    "Not judged yet": "a site's gold accuracy on too few gold answers says little (one miss in three reads as "
+    "67%), so the QA gate does not judge it until the site has enough gold answers.",
     "Excluded annotator": "someone whose answers no longer count because their accuracy is below the "
     "threshold; their items are re-checked. Annotators are shown by pseudonym only.",
 }
@@ -57,23 +72,48 @@ GLOSSARY: Mapping[str, str] = {
 # --- Figures for the report ------------------------------------------------------------------------
 
 
+def trend_bucket(when: pd.Series, sites: pd.Series | np.ndarray) -> str:
+    """The period of the gold accuracy trend for gold answers given at ``when`` by ``sites``.
+
+    The finest of :data:`TREND_BUCKETS` that gives at most :data:`MAX_BUCKETS` periods over the answers'
+    span and, on average, at least :data:`MIN_POINT_GOLD` gold answers per point (a period at a site); when
+    none does, the finest with the most answers per point. Minutes for a short run, days for a long one.
+    """
+    when = pd.to_datetime(pd.Series(when), utc=True)
+    if when.empty:
+        return TREND_BUCKETS[-1]
+    span = when.max() - when.min()
+    fitting = [f for f in TREND_BUCKETS if span / pd.Timedelta(f) <= MAX_BUCKETS] or [TREND_BUCKETS[-1]]
+    site_codes, site_names = pd.factorize(np.asarray(sites, dtype=object))
+    best, best_mean = fitting[0], -1.0
+    for freq in fitting:
+        period, _ = pd.factorize(when.dt.floor(freq).to_numpy())
+        points = len(np.unique(period.astype(np.int64) * max(len(site_names), 1) + site_codes))
+        mean = len(when) / points
+        if mean >= MIN_POINT_GOLD:
+            return freq
+        if mean > best_mean:
+            best, best_mean = freq, mean
+    return best
+
+
 def gold_accuracy_trend(
     log: pd.DataFrame, gold: pd.Series, *, value_col: str = "label", freq: str | None = None
 ) -> pd.DataFrame:
-    """Gold accuracy per site and time bucket (when the answers were given).
+    """Gold accuracy per site and period (when the answers were given).
 
     Args:
         log: The annotation log: item_id, site_id, ``value_col``, skipped, created_at (updated_at where
             created_at is missing).
         gold: Known answers, item_id -> value.
         value_col: The answer column compared with gold.
-        freq: Bucket size, a pandas frequency; default the finest of :data:`TREND_BUCKETS` giving at most
-            :data:`MAX_BUCKETS` buckets over the span of the answers.
+        freq: Period, a pandas frequency; default :func:`trend_bucket`'s choice.
 
     Returns:
-        bucket (UTC timestamp), site_id, n_gold, gold_accuracy; sorted by bucket then site.
+        bucket (start of the period, UTC), bucket_end (its end), site_id, n_gold, gold_accuracy, first_at and
+        last_at (the first and last of those answers); sorted by bucket then site.
     """
-    columns = ["bucket", "site_id", "n_gold", "gold_accuracy"]
+    columns = ["bucket", "bucket_end", "site_id", "n_gold", "gold_accuracy", "first_at", "last_at"]
     missing = [c for c in ("item_id", "site_id", value_col) if c not in log.columns]
     if missing:
         raise ValueError(f"log lacks the column(s) {missing}")
@@ -89,17 +129,66 @@ def gold_accuracy_trend(
         created = created.fillna(on_gold["updated_at"])
     when = pd.to_datetime(created, utc=True)
     if freq is None:
-        span = when.max() - when.min()
-        freq = next((f for f in TREND_BUCKETS if span / pd.Timedelta(f) <= MAX_BUCKETS), TREND_BUCKETS[-1])
+        freq = trend_bucket(when, on_gold["site_id"].to_numpy(dtype=object))
     hit = on_gold[value_col].to_numpy(dtype=object) == gold.reindex(on_gold["item_id"]).to_numpy(dtype=object)
     frame = pd.DataFrame(
-        {"bucket": when.dt.floor(freq).to_numpy(), "site_id": on_gold["site_id"].to_numpy(), "hit": hit}
+        {
+            "bucket": when.dt.floor(freq).to_numpy(),
+            "site_id": on_gold["site_id"].to_numpy(),
+            "hit": hit,
+            "at": when.to_numpy(),
+        }
     )
-    grouped = frame.groupby(["bucket", "site_id"], sort=True)["hit"]
-    out = pd.DataFrame({"n_gold": grouped.size().astype(np.int64), "gold_accuracy": grouped.mean().astype(np.float64)})
-    out = out.reset_index()
-    out["bucket"] = pd.to_datetime(out["bucket"], utc=True)
+    grouped = frame.groupby(["bucket", "site_id"], sort=True)
+    out = pd.DataFrame(
+        {
+            "n_gold": grouped["hit"].size().astype(np.int64),
+            "gold_accuracy": grouped["hit"].mean().astype(np.float64),
+            "first_at": grouped["at"].min(),
+            "last_at": grouped["at"].max(),
+        }
+    ).reset_index()
+    for column in ("bucket", "first_at", "last_at"):
+        out[column] = pd.to_datetime(out[column], utc=True)
+    out["bucket_end"] = out["bucket"] + pd.Timedelta(freq)
     return out.loc[:, columns]
+
+
+def _when(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    if start.floor("min") == end.floor("min"):
+        return f"at {start:%d %b %Y %H:%M} UTC"
+    if start.normalize() == end.normalize():
+        return f"between {start:%H:%M} and {end:%H:%M} UTC on {start:%d %b %Y}"
+    return f"between {start:%d %b %Y %H:%M} and {end:%d %b %Y %H:%M} UTC"
+
+
+def trend_gap(trend: pd.DataFrame) -> str | None:
+    """Why the gold accuracy trend is not worth a chart, in a sentence; None when it is.
+
+    A trend needs :data:`MIN_TREND_GOLD` gold answers given over :data:`MIN_TREND_SPAN` or more, and
+    spread over :data:`MIN_TREND_POINTS` periods or more (:func:`trend_bucket`'s, which carry a few answers
+    per site each): fewer answers make every point noise, and a few minutes have no "over time".
+    """
+    see = "Each site's gold accuracy is in the Partner sites table above."
+    if trend.empty:
+        return "No gold answers have been given yet, so there is no trend to show."
+    n = int(trend["n_gold"].sum())
+    first = pd.Timestamp((trend["first_at"] if "first_at" in trend.columns else trend["bucket"]).min())
+    last = pd.Timestamp((trend["last_at"] if "last_at" in trend.columns else trend["bucket"]).max())
+    when = _when(first, last)
+    if n < MIN_TREND_GOLD:
+        return (
+            f"Only {_plural(n, 'gold answer')} so far, given {when}: too few to show a trend over time "
+            f"(at least {MIN_TREND_GOLD} are needed). {see}"
+        )
+    if last - first < MIN_TREND_SPAN:
+        return f"All {n:,} gold answers were given {when}: too short a time to show a trend. {see}"
+    if trend["bucket"].nunique() < MIN_TREND_POINTS:
+        return (
+            f"The {n:,} gold answers were given {when}: too few for that much time to show a trend (a point "
+            f"needs about {MIN_POINT_GOLD} gold answers from a site). {see}"
+        )
+    return None
 
 
 def confusion_matrix(
@@ -236,15 +325,14 @@ def exclusion_reasons(
         row = annotator_scores.loc[annotator]
         n_gold = int(row["n_gold"])
         acc = float(accuracy.loc[annotator])
+        shown, threshold = format_value(acc, min_gold_accuracy), format_threshold(min_gold_accuracy)
         if n_gold >= min_gold_answers:
             correct = round(float(row["gold_accuracy"]) * n_gold)
-            reasons[annotator] = (
-                f"gold accuracy {_pct(acc)} ({correct} of {n_gold} gold items right), below {_pct(min_gold_accuracy)}"
-            )
+            reasons[annotator] = f"gold accuracy {shown} ({correct} of {n_gold} gold items right), below {threshold}"
         else:
             reasons[annotator] = (
-                f"estimated accuracy {_pct(acc)} (only {n_gold} gold items, topped up with agreement with "
-                f"the consensus), below {_pct(min_gold_accuracy)}"
+                f"estimated accuracy {shown} (only {_plural(n_gold, 'gold item')}, topped up with agreement with "
+                f"the consensus), below {threshold}"
             )
     return reasons
 
@@ -263,7 +351,7 @@ class QAReport:
         items: Accepted items of the work order.
         consolidated: ``flows.core.schemas.CONSOLIDATED``.
         rework: ``flows.qa.rework.select_rework``'s frame.
-        site_scores: ``flows.qa.scores.site_scores``, optionally with ``alpha`` per site.
+        site_scores: ``flows.qa.scores.site_scores``, optionally with ``alpha`` per site: what was measured.
         annotator_scores: ``flows.qa.scores.annotator_scores``.
         excluded: Excluded annotator -> why (see :func:`exclusion_reasons`).
         alpha: Krippendorff's alpha of the work order.
@@ -277,6 +365,11 @@ class QAReport:
         data_docs_url: The Great Expectations Data Docs of this round.
         label_studio_projects: Name -> URL of the Label Studio projects.
         generated_at: When the report was made (default: now).
+        judged_sites: The site scores the QA gate judged (``flows.qa.flow.judgeable``): a site whose
+            ``gold_accuracy`` is missing here is not judged yet (too few gold answers). Default: every
+            site as measured.
+        min_gold_answers: The gold answers a site needs to be judged (for the words "3 of 10").
+        rework_site: The site the next review round goes to.
     """
 
     work_order: WorkOrder
@@ -300,6 +393,9 @@ class QAReport:
     data_docs_url: str | None = None
     label_studio_projects: Mapping[str, str] = field(default_factory=dict)
     generated_at: datetime | None = None
+    judged_sites: pd.DataFrame | None = None
+    min_gold_answers: int | None = None
+    rework_site: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -317,13 +413,20 @@ class QAReport:
         return len(ids) - int(pc.sum(pc.is_in(ids, value_set=waiting)).as_py() or 0)
 
     @property
+    def last_round(self) -> bool:
+        """No review round follows this one (``qa.max_rework_rounds`` reached): what needs rework stays out."""
+        return self.round >= self.work_order.qa.max_rework_rounds
+
+    @property
+    def gate_sites(self) -> pd.DataFrame:
+        """The site scores the gate judged."""
+        return self.site_scores if self.judged_sites is None else self.judged_sites
+
+    @property
     def gold_accuracy(self) -> float:
-        """Pooled over every site's gold answers."""
-        n = self.site_scores["n_gold"].to_numpy(dtype=np.float64) if len(self.site_scores) else np.zeros(0)
-        if n.sum() <= 0:
-            return float("nan")
-        acc = np.nan_to_num(self.site_scores["gold_accuracy"].to_numpy(dtype=np.float64))
-        return float((acc * n).sum() / n.sum())
+        """Pooled over the judged sites' gold answers, as the gate pools it (``flows.qa.validate.quality_frame``)."""
+        quality = quality_frame(self.gate_sites, None)
+        return float(quality.loc[quality["scope"] == WORK_ORDER_SCOPE, "gold_accuracy"].iloc[0])
 
 
 def collect_report(
@@ -423,46 +526,134 @@ def _short(v: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+CheckState = Literal["pass", "fail", "not_judged"]
+_TAGS: Mapping[CheckState, str] = {"pass": "PASS", "fail": "FAIL", "not_judged": "NOT JUDGED"}
+
+
 @dataclass(frozen=True)
-class _Check:
+class ReportCheck:
+    """One row of the report's Checks table: a check of the QA gate in words, or one site's part of one."""
+
     name: str
-    passed: bool
+    state: CheckState
     detail: str
 
+    @property
+    def passed(self) -> bool:
+        """Not a failure (a check not judged yet is not one)."""
+        return self.state != "fail"
 
-def _checks(report: QAReport) -> list[_Check]:
+    @property
+    def tag(self) -> str:
+        return _TAGS[self.state]
+
+
+def _gate_result(report: QAReport, name: str) -> ExpectationOutcome | None:
+    if report.validation is None:
+        return None
+    return next((r for r in report.validation.results if r.frame == "quality" and r.name == name), None)
+
+
+def site_checks(report: QAReport) -> dict[str, ReportCheck]:
+    """Each site's gold accuracy as the QA gate judged it, site id -> check.
+
+    The gate checks the gold accuracy of :attr:`QAReport.judged_sites` (missing where a site has too few
+    gold answers: not judged yet, never a failure) against ``min_gold_accuracy`` in one check over all
+    sites. A site fails here only when that check failed and its judged accuracy is below the threshold, so
+    the rows never contradict the gate.
+    """
     qa = report.work_order.qa
-    out: list[_Check] = []
-    if _missing(report.alpha):
-        out.append(_Check("Agreement between annotators", True, "not measurable (too few overlapping answers)"))
-    else:
+    judged = report.gate_sites
+    gate = _gate_result(report, GOLD_CHECK)
+    out: dict[str, ReportCheck] = {}
+    for site, row in report.site_scores.iterrows():
+        name = f"Gold accuracy at {site}"
+        measured, n_gold = row.get("gold_accuracy"), row.get("n_gold")
+        acc: Any = (
+            judged.at[site, "gold_accuracy"] if site in judged.index and "gold_accuracy" in judged.columns else None
+        )
+        if _missing(acc):
+            if _missing(measured) or _missing(n_gold) or int(n_gold) == 0:
+                out[str(site)] = ReportCheck(name, "not_judged", "not judged yet (no gold answers yet)")
+                continue
+            n = int(n_gold)
+            needed = f"{n:,} of {report.min_gold_answers:,}" if report.min_gold_answers else f"only {n:,}"
+            right = round(float(measured) * n)
+            out[str(site)] = ReportCheck(
+                name, "not_judged", f"not judged yet ({needed} gold answers); {right:,} of {n:,} right so far"
+            )
+            continue
+        below = float(acc) < qa.min_gold_accuracy
+        failed = below and (gate is None or not gate.success)
+        out[str(site)] = ReportCheck(
+            name,
+            "fail" if failed else "pass",
+            f"{format_value(acc, qa.min_gold_accuracy)} on {_count(n_gold)} gold answers, "
+            f"threshold {format_threshold(qa.min_gold_accuracy)}",
+        )
+    return out
+
+
+def report_checks(report: QAReport) -> list[ReportCheck]:
+    """The Checks table: the QA gate's outcome (:attr:`QAReport.validation`), check by check, in words.
+
+    Agreement (the alpha check, or the gate's word on an alpha that cannot be measured), gold accuracy per
+    site (:func:`site_checks`) and over the judged sites together, and the output checks in one row. A row
+    fails exactly when the gate's check behind it failed, so the table fails somewhere exactly when the
+    gate does. Without a validation outcome (a report made outside the flow) the thresholds decide.
+    """
+    qa = report.work_order.qa
+    out: list[ReportCheck] = []
+    results = report.validation.results if report.validation is not None else ()
+    alpha_gate = _gate_result(report, ALPHA_CHECK)
+    others = [r for r in results if r.frame == "quality" and r.name not in (GOLD_CHECK, ALPHA_CHECK)]
+    if not _missing(report.alpha):
+        failed = not alpha_gate.success if alpha_gate is not None else report.alpha < qa.min_agreement
         out.append(
-            _Check(
+            ReportCheck(
                 "Agreement between annotators (Krippendorff's alpha)",
-                report.alpha >= qa.min_agreement,
-                f"{report.alpha:.2f}, threshold {qa.min_agreement:.2f}",
+                "fail" if failed else "pass",
+                f"{format_value(report.alpha, qa.min_agreement, percent=False, digits=2)}, "
+                f"threshold {format_threshold(qa.min_agreement, percent=False, digits=2)}",
             )
         )
-    for site, row in report.site_scores.iterrows():
-        acc = row.get("gold_accuracy")
-        if _missing(acc):
-            out.append(_Check(f"Gold accuracy at {site}", True, "no gold answers yet"))
-        else:
-            out.append(
-                _Check(
-                    f"Gold accuracy at {site}",
-                    float(acc) >= qa.min_gold_accuracy,
-                    f"{_pct(acc)} on {_count(row.get('n_gold'))} gold answers, threshold {_pct(qa.min_gold_accuracy)}",
-                )
+    elif not others:
+        out.append(ReportCheck("Agreement between annotators", "pass", "not measurable (too few overlapping answers)"))
+    out += [
+        ReportCheck("Agreement between annotators", "pass" if r.success else "fail", r.description or r.name)
+        for r in others
+    ]
+    if alpha_gate is not None and not alpha_gate.success and _missing(report.alpha):
+        out.append(ReportCheck("Agreement between annotators", "fail", alpha_gate.description or alpha_gate.name))
+
+    gold = list(site_checks(report).values())
+    gate = _gate_result(report, GOLD_CHECK)
+    pooled = report.gold_accuracy
+    pooled_below = not _missing(pooled) and pooled < qa.min_gold_accuracy
+    if sum(c.state != "not_judged" for c in gold) > 1:
+        n = int(quality_frame(report.gate_sites, None)["n_gold"].iloc[-1])
+        gold.append(
+            ReportCheck(
+                "Gold accuracy of the judged sites together",
+                "fail" if pooled_below and (gate is None or not gate.success) else "pass",
+                f"{format_value(pooled, qa.min_gold_accuracy, digits=1)} on {n:,} gold answers, "
+                f"threshold {format_threshold(qa.min_gold_accuracy)}",
             )
-    if report.validation is not None:
-        v = report.validation
-        n_ok = sum(r.success for r in v.results)
+        )
+    if gate is not None and not gate.success and all(c.passed for c in gold):
+        # The gate failed on gold accuracy for a reason no row shows (an error in the check): say so.
+        gold.append(ReportCheck("Gold accuracy", "fail", gate.error or gate.description or gate.name))
+    out += gold
+
+    output = [r for r in results if r.frame == "output"]
+    if output:
+        n_ok = sum(r.success for r in output)
+        ok = n_ok == len(output)
         out.append(
-            _Check(
+            ReportCheck(
                 "Output checks (Great Expectations)",
-                v.success,
-                f"{n_ok} of {len(v.results)} passed" + ("" if v.success else "; the failures are listed below"),
+                "pass" if ok else "fail",
+                f"{n_ok} of {len(output)} passed" + ("" if ok else "; the failures are listed below"),
             )
         )
     return out
@@ -478,14 +669,20 @@ def _site_rows(report: QAReport) -> list[dict[str, str]]:
         else pd.Series(dtype=np.int64)
     )
     progress = report.progress.set_index("site_id") if report.progress is not None else None
+    judgement = site_checks(report)
     rows = []
     for site, row in report.site_scores.iterrows():
-        acc = row.get("gold_accuracy")
-        below = not _missing(acc) and float(acc) < qa.min_gold_accuracy
+        check = judgement[str(site)]
         done = ""
         if progress is not None and site in progress.index:
             d, t = progress.at[site, "done"], progress.at[site, "total"]
             done = f"{int(d):,} of {int(t):,}" + (f" ({d / t:.0%})" if t else "")
+        if check.state == "fail":
+            status = "BELOW THRESHOLD"
+        elif check.state == "not_judged":
+            status = check.detail.split(";")[0]
+        else:
+            status = "OK"
         rows.append(
             {
                 "site": str(site),
@@ -493,15 +690,18 @@ def _site_rows(report: QAReport) -> list[dict[str, str]]:
                 "excluded": _count(excluded.get(site, 0)),
                 "answers": _count(row.get("n_answers")),
                 "n_gold": _count(row.get("n_gold")),
-                "gold_accuracy": _pct(acc),
+                "gold_accuracy": format_value(row.get("gold_accuracy"), qa.min_gold_accuracy),
                 "agreement": _pct(row.get("consensus_agreement")),
-                "alpha": _num(row.get("alpha")) if "alpha" in report.site_scores.columns else "",
+                "alpha": format_value(row.get("alpha"), qa.min_agreement, percent=False, digits=2)
+                if "alpha" in report.site_scores.columns
+                else "",
                 "lead": _seconds(row.get("median_lead_time_s")),
                 "skip_rate": _pct(row.get("skip_rate"), 1),
                 "rework_rate": _pct(row.get("rework_rate"), 1),
                 "progress": done,
-                "status": "BELOW THRESHOLD" if below else "OK",
-                "bad": "1" if below else "",
+                "status": status,
+                "state": check.state,
+                "bad": "1" if check.state == "fail" else "",
             }
         )
     return rows
@@ -527,7 +727,7 @@ def _annotator_rows(report: QAReport) -> tuple[list[dict[str, str]], int]:
                 "site": str(row.get("site_id", "")),
                 "answers": _count(row.get("n_answers")),
                 "n_gold": _count(row.get("n_gold")),
-                "gold_accuracy": _pct(row.get("gold_accuracy")),
+                "gold_accuracy": format_value(row.get("gold_accuracy"), report.work_order.qa.min_gold_accuracy),
                 "agreement": _pct(row.get("consensus_agreement")),
                 "lead": _seconds(row.get("median_lead_time_s")),
                 "skip_rate": _pct(row.get("skip_rate"), 1),
@@ -547,7 +747,7 @@ def _batch_rows(report: QAReport) -> tuple[list[dict[str, str]], int]:
         {
             "batch": str(r["batch_id"]),
             "site": "" if _missing(r.get("site_id")) else str(r.get("site_id")),
-            "alpha": _num(r["alpha"]),
+            "alpha": format_value(r["alpha"], min_agreement, percent=False, digits=2),
             "n_items": _count(r["items"]),
             "answers": _count(r["answers"]),
             "bad": "1" if not _missing(r["alpha"]) and float(r["alpha"]) < min_agreement else "",
@@ -555,6 +755,89 @@ def _batch_rows(report: QAReport) -> tuple[list[dict[str, str]], int]:
         for _, r in batches.head(MAX_ROWS // 2).iterrows()
     ]
     return rows, len(batches) - len(rows)
+
+
+@dataclass(frozen=True)
+class ReworkWords:
+    """What happens to the items that need another look, in this round's words.
+
+    Attributes:
+        title: The section's heading.
+        intro: The sentence under it.
+        figure_label, figure_help: The key figure's label and the line under it.
+        reason_header: The header of the table of reasons.
+        site_header: The header of the site table's column of the share of each site's items.
+    """
+
+    title: str
+    intro: str
+    figure_label: str
+    figure_help: str
+    reason_header: str
+    site_header: str
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def rework_words(report: QAReport) -> ReworkWords:
+    """:class:`ReworkWords` for the report: sent to the next review round while one is left; in the last
+    round (``round == qa.max_rework_rounds``) not reworked and not delivered.
+
+    In the last round, deliver leaves such items out and counts them as excluded in the delivery's
+    manifest and data card: ``failed_qa`` when QA has an answer that still needs rework, ``no_answer`` when
+    nobody answered the item (see ``flows.deliver.formats.deliverable.build_deliverable``).
+    """
+    qa = report.work_order.qa
+    k = len(report.rework)
+    items = _plural(k, "item")
+    next_round = report.round + 1
+    if k == 0:
+        return ReworkWords(
+            title="Rework queue",
+            intro="No items need rework.",
+            figure_label="Rework queue",
+            figure_help="no item needs another look",
+            reason_header="Why sent back",
+            site_header="Sent to rework",
+        )
+    if not report.last_round:
+        at = f" at {report.rework_site}" if report.rework_site else ""
+        return ReworkWords(
+            title=f"Rework queue: review round {next_round}",
+            intro=(
+                f"{items} are sent to review round {next_round}{at} (round {next_round} of at most "
+                f"{qa.max_rework_rounds}). A reviewer sees the answers given so far and corrects them; QA then runs "
+                "again on every item, and these items are delivered once it resolves them."
+            ),
+            figure_label="Rework queue",
+            figure_help=f"sent to review round {next_round}",
+            reason_header="Why sent back",
+            site_header="Sent to rework",
+        )
+    ids = pa.array(report.rework["item_id"].astype("str"), pa.string())
+    answered = pa.array(report.consolidated["item_id"].astype("str"), pa.string())
+    failed = int(pc.sum(pc.is_in(ids, value_set=answered)).as_py() or 0) if len(answered) else 0
+    counted = [
+        f"{failed:,} as failed_qa (QA has an answer, but it still needs rework)" if failed else "",
+        f"{k - failed:,} as no_answer (no answer that counts: never answered, or every answer removed)"
+        if k - failed
+        else "",
+    ]
+    return ReworkWords(
+        title="Not delivered: no rework rounds left",
+        intro=(
+            f"{items} still need another look, but this was the last review round the work order allows "
+            f"(max_rework_rounds = {qa.max_rework_rounds}). They are not reworked again and not delivered. The "
+            "delivery leaves them out and counts them as excluded in its manifest and data card: "
+            f"{' and '.join(c for c in counted if c)}."
+        ),
+        figure_label="Not delivered",
+        figure_help=f"unresolved after the last review round (max_rework_rounds = {qa.max_rework_rounds})",
+        reason_header="Why unresolved",
+        site_header="Left unresolved",
+    )
 
 
 def _rework_summary(report: QAReport) -> list[dict[str, str]]:
@@ -573,7 +856,9 @@ def _rework_rows(report: QAReport) -> tuple[list[dict[str, str]], int]:
         {
             "item": str(r["item_id"]),
             "why": "; ".join(REASONS[c].split(" (")[0] for c in str(r["reason"]).split(", ") if c in REASONS),
-            "confidence": _num(r.get("confidence")),
+            "confidence": format_value(
+                r.get("confidence"), report.work_order.qa.min_confidence, percent=False, digits=2
+            ),
             "answers": f"{_count(r.get('n_answers'))}"
             + (f" (+{int(r['n_excluded'])} removed)" if r.get("n_excluded") else ""),
         }
@@ -595,7 +880,9 @@ def _failed_checks(report: QAReport) -> list[dict[str, str]]:
             "examples": ", ".join(_short(e, 30) for e in r.examples),
             "error": r.error or "",
         }
+        # Quality checks have their own rows in the Checks table (per site); these are the output's.
         for r in report.validation.failed
+        if r.frame == "output"
     ]
 
 
@@ -609,7 +896,10 @@ def _images(report: QAReport) -> list[dict[str, str]]:
                 "alt": "Bar chart of gold accuracy and agreement with consensus per partner site",
                 "src": charts.data_uri(
                     charts.site_scorecard_chart(
-                        report.site_scores, min_gold_accuracy=qa.min_gold_accuracy, min_agreement=qa.min_agreement
+                        report.site_scores,
+                        min_gold_accuracy=qa.min_gold_accuracy,
+                        min_agreement=qa.min_agreement,
+                        not_judged=[s for s, c in site_checks(report).items() if c.state == "not_judged"],
                     )
                 ),
             }
@@ -622,13 +912,15 @@ def _images(report: QAReport) -> list[dict[str, str]]:
                 "src": charts.data_uri(charts.site_progress_chart(report.progress)),
             }
         )
-    if report.gold_trend is not None:
+    if report.gold_trend is not None and trend_gap(report.gold_trend) is None:
         images.append(
             {
                 "section": "trend",
                 "alt": "Line chart of gold accuracy over time per partner site",
                 "src": charts.data_uri(
-                    charts.gold_trend_chart(report.gold_trend, min_gold_accuracy=qa.min_gold_accuracy)
+                    charts.gold_trend_chart(
+                        report.gold_trend, min_gold_accuracy=qa.min_gold_accuracy, min_point_gold=MIN_POINT_GOLD
+                    )
                 ),
             }
         )
@@ -662,6 +954,65 @@ def _images(report: QAReport) -> list[dict[str, str]]:
     return images
 
 
+def _without_consensus(report: QAReport) -> int:
+    """Items waiting for rework that the confidence chart cannot show: no consolidated row or no confidence."""
+    if report.rework.empty:
+        return 0
+    shown = report.consolidated
+    if "confidence" in shown.columns:
+        shown = shown.loc[shown["confidence"].notna().to_numpy()]
+    ids = pa.array(report.rework["item_id"].astype("str"), pa.string())
+    if len(shown) == 0:
+        return len(ids)
+    known = pa.array(shown["item_id"].astype("str"), pa.string())
+    return len(ids) - int(pc.sum(pc.is_in(ids, value_set=known)).as_py() or 0)
+
+
+def _gold_figure_help(report: QAReport) -> str:
+    threshold = f"threshold {format_threshold(report.work_order.qa.min_gold_accuracy)}"
+    waiting = [s for s, c in site_checks(report).items() if c.state == "not_judged"]
+    if not waiting:
+        return f"share of known-answer items answered right; {threshold}"
+    if len(waiting) == len(report.site_scores):
+        return f"not judged yet: every site has too few gold answers; {threshold}"
+    return f"share of known-answer items answered right, at the sites judged so far; {threshold}"
+
+
+def verdict_line(report: QAReport) -> str:
+    """The sentence under the verdict: what the checks say and what happens to the results, rework included."""
+    k = len(report.rework)
+    items = _plural(k, "item")
+    next_round = report.round + 1
+    if k == 0:
+        after = ""
+    elif report.last_round:
+        after = f" {items} still needing rework are left out of the delivery: no rework rounds are left."
+    else:
+        after = f" {items} go to review round {next_round} first, and QA runs again after it."
+    if report.approved_by:
+        return (
+            f"{report.approved_by} approved these results"
+            + (" although some checks failed." if not report.passed else " after every check passed.")
+            + after
+        )
+    if report.passed:
+        if k == 0:
+            return "Every check passed: the results can be delivered."
+        if report.last_round:
+            return (
+                f"Every check passed: the results can be delivered without these {items}, which still need "
+                "rework and are left out (no rework rounds are left)."
+            )
+        return (
+            f"Every check passed so far. {items} go to review round {next_round} first; the results are "
+            "delivered after QA of that round."
+        )
+    return (
+        "Some checks failed (marked FAIL below). The results are held until they pass or a QA lead approves them."
+        + after
+    )
+
+
 def _context(report: QAReport, *, images: bool = True) -> dict[str, Any]:
     qa = report.work_order.qa
     generated = report.generated_at or datetime.now(UTC)
@@ -676,16 +1027,7 @@ def _context(report: QAReport, *, images: bool = True) -> dict[str, Any]:
         )
     for name, url in report.label_studio_projects.items():
         links.append({"label": f"Label Studio project: {name}", "url": _safe_url(url)})
-    if report.approved_by:
-        verdict_line = f"{report.approved_by} approved these results" + (
-            " although some checks failed." if not report.passed else " after every check passed."
-        )
-    elif report.passed:
-        verdict_line = "Every check passed: the results can be delivered."
-    else:
-        verdict_line = (
-            "Some checks failed (marked FAIL below). The results are held until they pass or a QA lead approves them."
-        )
+    rework = rework_words(report)
     return {
         "wo": report.work_order,
         "task_type": report.work_order.task_type.value.replace("_", " "),
@@ -693,7 +1035,7 @@ def _context(report: QAReport, *, images: bool = True) -> dict[str, Any]:
         "generated": generated.strftime("%Y-%m-%d %H:%M UTC"),
         "verdict": report.verdict,
         "verdict_ok": report.passed or bool(report.approved_by),
-        "verdict_line": verdict_line,
+        "verdict_line": verdict_line(report),
         "approval_comment": report.approval_comment or "",
         "figures": [
             {"value": f"{report.items:,}", "label": "Items", "help": "items accepted into this work order"},
@@ -702,19 +1044,20 @@ def _context(report: QAReport, *, images: bool = True) -> dict[str, Any]:
                 "label": "Consolidated",
                 "help": "items with a final answer, ready to deliver",
             },
-            {"value": f"{len(report.rework):,}", "label": "Rework queue", "help": "items sent back for another look"},
+            {"value": f"{len(report.rework):,}", "label": rework.figure_label, "help": rework.figure_help},
             {
-                "value": _num(report.alpha),
+                "value": format_value(report.alpha, qa.min_agreement, percent=False, digits=2),
                 "label": "Agreement (alpha)",
-                "help": f"1 = perfect agreement, 0 = chance; threshold {qa.min_agreement:.2f}",
+                "help": "1 = perfect agreement, 0 = chance; threshold "
+                + format_threshold(qa.min_agreement, percent=False, digits=2),
             },
             {
-                "value": _pct(report.gold_accuracy, 1),
+                "value": format_value(report.gold_accuracy, qa.min_gold_accuracy, digits=1),
                 "label": "Gold accuracy",
-                "help": f"share of known-answer items answered right; threshold {_pct(qa.min_gold_accuracy)}",
+                "help": _gold_figure_help(report),
             },
         ],
-        "checks": _checks(report),
+        "checks": report_checks(report),
         "failed": _failed_checks(report),
         "sites": _site_rows(report),
         "has_alpha": "alpha" in report.site_scores.columns,
@@ -737,11 +1080,19 @@ def _context(report: QAReport, *, images: bool = True) -> dict[str, Any]:
         "confusion_reference": "known (gold)" if report.confusion_reference == "gold" else "consensus",
         "rework_rows": rework_rows,
         "rework_hidden": rework_hidden,
+        "rework": rework,
+        "with_consensus": int(report.consolidated["confidence"].notna().sum())
+        if "confidence" in report.consolidated.columns
+        else 0,
+        "without_consensus": _without_consensus(report),
+        "trend_gap": trend_gap(report.gold_trend) if report.gold_trend is not None else None,
         "images": _images(report) if images else [],
         "links": links,
         "glossary": GLOSSARY,
         "qa": qa,
-        "pct": _pct,
+        "threshold": format_threshold,
+        "min_gold_answers": report.min_gold_answers,
+        "min_point_gold": MIN_POINT_GOLD,
     }
 
 
@@ -765,6 +1116,8 @@ th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabu
 tr.bad td { background: #fbe3d6; }
 .tag { font-weight: 700; padding: 0 0.35em; border-radius: 3px; font-size: 0.85em; }
 .tag.pass { color: #fff; background: #0072B2; } .tag.fail { color: #fff; background: #D55E00; }
+.tag.not_judged { color: #fff; background: #666; white-space: nowrap; }
+td.id { white-space: nowrap; }
 img { max-width: 100%; height: auto; display: block; margin: 0.6em 0; }
 dt { font-weight: 600; } dd { margin: 0 0 0.5em 1em; color: #333; }
 @media print { .verdict { -webkit-print-color-adjust: exact; print-color-adjust: exact; } }
@@ -805,7 +1158,7 @@ _HTML = """<!DOCTYPE html>
 <tr><th>Result</th><th>Check</th><th>Measured</th></tr>
 {% for c in checks %}
 <tr{% if not c.passed %} class="bad"{% endif %}><td>
-<span class="tag {{ 'pass' if c.passed else 'fail' }}">{{ 'PASS' if c.passed else 'FAIL' }}</span></td>
+<span class="tag {{ c.state }}">{{ c.tag }}</span></td>
 <td>{{ c.name }}</td><td>{{ c.detail }}</td></tr>
 {% endfor %}
 </table>
@@ -825,17 +1178,19 @@ _HTML = """<!DOCTYPE html>
 
 <section id="sites">
 <h2>Partner sites</h2>
-<p class="note">Gold accuracy must be at least {{ pct(qa.min_gold_accuracy) }} at every site.
+<p class="note">Gold accuracy must be at least {{ threshold(qa.min_gold_accuracy) }} at every site{% if min_gold_answers %} that has at least {{ min_gold_answers }} gold answers; a site with fewer is not judged yet (hatched bar){% endif %}.
+Figures count the answers that count (excluded annotators left out).
 “Agrees with consensus” is the share of a site's answers equal to the final answer.</p>
 {% for img in images if img.section == 'sites' %}<img src="{{ img.src }}" alt="{{ img.alt }}">{% endfor %}
 <table>
 <tr><th>Site</th><th>Status</th><th>Annotators</th><th>Excluded</th><th>Answers</th><th>Gold answers</th>
 <th>Gold accuracy</th><th>Agrees with consensus</th>{% if has_alpha %}<th>Alpha within site</th>{% endif %}
-<th>Median time per task</th><th>Skipped</th><th>Sent to rework</th>{% if has_progress %}<th>Progress</th>{% endif %}
+<th>Median time per task</th><th>Skipped</th><th>{{ rework.site_header }}</th>
+{% if has_progress %}<th>Progress</th>{% endif %}
 </tr>
 {% for s in sites %}
-<tr{% if s.bad %} class="bad"{% endif %}><td>{{ s.site }}</td><td>{{ s.status }}</td><td class="n">{{ s.annotators }}
-</td>
+<tr{% if s.bad %} class="bad"{% endif %}><td class="id">{{ s.site }}</td><td>{{ s.status }}</td>
+<td class="n">{{ s.annotators }}</td>
 <td class="n">{{ s.excluded }}</td><td class="n">{{ s.answers }}</td><td class="n">{{ s.n_gold }}</td>
 <td class="n">{{ s.gold_accuracy }}</td><td class="n">{{ s.agreement }}</td>{% if has_alpha %}
 <td class="n">{{ s.alpha }}</td>{% endif %}
@@ -853,7 +1208,8 @@ items are checked again. Excluded annotators come first, then the lowest gold ac
 <tr><th>Annotator</th><th>Site</th><th>Status</th><th>Answers</th><th>Gold answers</th><th>Gold accuracy</th>
 <th>Agrees with consensus</th><th>Median time per task</th><th>Skipped</th><th>Why excluded</th></tr>
 {% for a in annotators %}
-<tr{% if a.status == 'EXCLUDED' %} class="bad"{% endif %}><td><code>{{ a.annotator }}</code></td><td>{{ a.site }}</td>
+<tr{% if a.status == 'EXCLUDED' %} class="bad"{% endif %}><td class="id"><code>{{ a.annotator }}</code></td>
+<td class="id">{{ a.site }}</td>
 <td>{{ a.status }}</td><td class="n">{{ a.answers }}</td><td class="n">{{ a.n_gold }}</td>
 <td class="n">{{ a.gold_accuracy }}</td>
 <td class="n">{{ a.agreement }}</td><td class="n">{{ a.lead }}</td><td class="n">{{ a.skip_rate }}</td>
@@ -872,7 +1228,8 @@ Lowest first; batches below {{ '%.2f'|format(qa.min_agreement) }} are marked.</p
 <table>
 <tr><th>Batch</th><th>Site</th><th>Alpha</th><th>Items</th><th>Answers</th></tr>
 {% for b in batches %}
-<tr{% if b.bad %} class="bad"{% endif %}><td>{{ b.batch }}</td><td>{{ b.site }}</td><td class="n">{{ b.alpha }}</td>
+<tr{% if b.bad %} class="bad"{% endif %}><td class="id">{{ b.batch }}</td><td class="id">{{ b.site }}</td>
+<td class="n">{{ b.alpha }}</td>
 <td class="n">{{ b.n_items }}</td><td class="n">{{ b.answers }}</td></tr>
 {% endfor %}
 </table>
@@ -881,11 +1238,18 @@ Lowest first; batches below {{ '%.2f'|format(qa.min_agreement) }} are marked.</p
 </section>
 {% endif %}
 
+{% if trend_gap %}
+<section id="trend">
+<h2>Gold accuracy over time</h2>
+<p>{{ trend_gap }}</p>
+</section>
+{% endif %}
 {% for img in images if img.section == 'trend' %}
 <section id="trend">
 <h2>Gold accuracy over time</h2>
 <p class="note">Each point is the share of gold items answered right in that period, per site (answers that
-count). A falling line is a site to call before the threshold is crossed.</p>
+count). A hollow point rests on fewer than {{ min_point_gold }} gold answers: one miss moves it a lot. A line that
+keeps falling is a site to call before the threshold is crossed.</p>
 <img src="{{ img.src }}" alt="{{ img.alt }}">
 </section>
 {% endfor %}
@@ -909,21 +1273,26 @@ to clarify.</p>
 {% endfor %}
 
 <section id="rework">
-<h2>Rework queue</h2>
-{% for img in images if img.section == 'confidence' %}<img src="{{ img.src }}" alt="{{ img.alt }}">{% endfor %}
+<h2>{{ rework.title }}</h2>
+<p>{{ rework.intro }}</p>
+{% for img in images if img.section == 'confidence' %}<img src="{{ img.src }}" alt="{{ img.alt }}">
+{% if without_consensus %}<p class="note">The chart shows the {{ '{:,}'.format(with_consensus) }} items with a
+consensus answer. {{ '{:,}'.format(without_consensus) }} more items have none (nobody answered them yet, or every
+answer was removed); they are in the list below.</p>{% endif %}
+{% endfor %}
 {% if rework_summary %}
 <table>
-<tr><th>Why sent back</th><th>Items</th></tr>
+<tr><th>{{ rework.reason_header }}</th><th>Items</th></tr>
 {% for r in rework_summary %}<tr><td>{{ r.reason }}</td><td class="n">{{ r.n_items }}</td></tr>{% endfor %}
 </table>
 <p class="note">An item can have several reasons. The items, least confident first:</p>
 <table>
 <tr><th>Item</th><th>Why</th><th>Confidence</th><th>Answers that count</th></tr>
-{% for r in rework_rows %}<tr><td><code>{{ r.item }}</code></td><td>{{ r.why }}</td><td class="n">{{ r.confidence }}
-</td><td class="n">{{ r.answers }}</td></tr>{% endfor %}
+{% for r in rework_rows %}<tr><td class="id"><code>{{ r.item }}</code></td><td>{{ r.why }}</td>
+<td class="n">{{ r.confidence }}</td><td class="n">{{ r.answers }}</td></tr>{% endfor %}
 </table>
-{% if rework_hidden %}<p class="note">{{ '{:,}'.format(rework_hidden) }} more items are in the queue.</p>{% endif %}
-{% else %}<p>No items need rework.</p>{% endif %}
+{% if rework_hidden %}<p class="note">{{ '{:,}'.format(rework_hidden) }} more items are not shown.</p>{% endif %}
+{% endif %}
 </section>
 
 {% if links %}
@@ -977,7 +1346,8 @@ def render_qa_markdown(report: QAReport) -> str:
     ]
     lines += ["", "## Checks", ""]
     lines += _md_table(
-        ["Result", "Check", "Measured"], [("PASS" if k.passed else "**FAIL**", k.name, k.detail) for k in c["checks"]]
+        ["Result", "Check", "Measured"],
+        [("**FAIL**" if k.state == "fail" else k.tag, k.name, k.detail) for k in c["checks"]],
     )
     if c["failed"]:
         lines += [
@@ -995,11 +1365,15 @@ def render_qa_markdown(report: QAReport) -> str:
     if report.excluded:
         lines += ["", "## Excluded annotators", ""]
         lines += _md_table(["Annotator", "Why"], [(f"`{a}`", why) for a, why in sorted(report.excluded.items())])
-    lines += ["", "## Rework queue", ""]
+    rework: ReworkWords = c["rework"]
+    lines += ["", f"## {rework.title}", "", rework.intro]
     if c["rework_summary"]:
-        lines += _md_table(["Why sent back", "Items"], [(r["reason"], r["n_items"]) for r in c["rework_summary"]])
-    else:
-        lines.append("No items need rework.")
+        lines += [
+            "",
+            *_md_table([rework.reason_header, "Items"], [(r["reason"], r["n_items"]) for r in c["rework_summary"]]),
+        ]
+    if c["trend_gap"]:
+        lines += ["", "## Gold accuracy over time", "", c["trend_gap"]]
     if c["links"]:
         lines += ["", "## Links", "", *[f"- [{link['label']}]({link['url']})" for link in c["links"]]]
     lines += [

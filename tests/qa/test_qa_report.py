@@ -240,7 +240,9 @@ def test_report_renders_a_realistic_case() -> None:
 def test_report_is_self_contained() -> None:
     page = parse(render_qa_report(make_report()))
     assert not page.tags & {"script", "link", "iframe", "object", "embed"}
-    assert len(page.images) == 5  # scorecard, progress, trend, confusion, confidence
+    assert len(page.images) == 4  # scorecard, progress, confusion, confidence
+    # Five gold answers that count (kib-03 is excluded) make no trend: a sentence says so instead of a chart.
+    assert "Only 5 gold answers so far, given between 08:30 and 11:10 UTC on 20 Nov 2026: too few" in page.all_text
     for image in page.images:
         prefix = "data:image/png;base64,"
         assert image["src"].startswith(prefix)
@@ -274,11 +276,19 @@ def test_verdict(over: dict[str, Any], verdict: str) -> None:
 
 
 def report_line(over: dict[str, Any]) -> str:
+    # Round 0 of at most 2 review rounds, with 3 items to rework: they go to round 1 before anything is delivered.
+    then = " 3 items go to review round 1 first, and QA runs again after it."
     if "approved_by" in over:
-        return "Amina Njeri approved these results although some checks failed."
+        return "Amina Njeri approved these results although some checks failed." + then
     if over["passed"]:
-        return "Every check passed: the results can be delivered."
-    return "Some checks failed (marked FAIL below). The results are held until they pass or a QA lead approves them."
+        return (
+            "Every check passed so far. 3 items go to review round 1 first; the results are delivered after QA of "
+            "that round."
+        )
+    return (
+        "Some checks failed (marked FAIL below). The results are held until they pass or a QA lead approves them."
+        + then
+    )
 
 
 def test_key_figures() -> None:
@@ -343,7 +353,8 @@ def test_annotator_table_is_capped_but_keeps_every_flagged_one(monkeypatch: pyte
 def test_markdown_summary() -> None:
     md = render_qa_markdown(make_report())
     assert md.startswith("# QA FAILED: acme-0042, round 0\n")
-    assert "| Rework queue | 3 | items sent back for another look |" in md
+    assert "| Rework queue | 3 | sent to review round 1 |" in md
+    assert "## Rework queue: review round 1\n\n3 items are sent to review round 1 (round 1 of at most 2)." in md
     assert "| nairobi-kibera | OK |" in md and "| gulu-north |" in md
     assert "| `kib-03` | gold accuracy 0% (0 of 1 gold items right), below 80% |" in md
     assert "| **FAIL** | Output checks (Great Expectations) | 1 of 2 passed; the failures are listed below |" in md
@@ -361,9 +372,13 @@ def test_markdown_escapes_table_pipes() -> None:
 
 def test_gold_accuracy_trend_by_hand() -> None:
     trend = gold_accuracy_trend(make_log(), GOLD)
-    assert list(trend.columns) == ["bucket", "site_id", "n_gold", "gold_accuracy"]
-    # Answers span 190 minutes: hourly buckets. g1 at 08:30-08:40 (2 of 3 right), g2 at 11:00-11:10 (2 of 3).
-    assert trend["bucket"].dt.hour.tolist() == [8, 11]
+    assert list(trend.columns) == ["bucket", "bucket_end", "site_id", "n_gold", "gold_accuracy", "first_at", "last_at"]
+    # g1 at 08:30-08:40 (2 of 3 right), g2 at 11:00-11:10 (2 of 3). No period gives 5 answers a point: the finest
+    # with the most per point is 15 minutes (two points of 3; 5 minutes would give six points of 1).
+    assert trend["bucket"].dt.strftime("%H:%M").tolist() == ["08:30", "11:00"]
+    assert trend["bucket_end"].dt.strftime("%H:%M").tolist() == ["08:45", "11:15"]
+    assert trend["first_at"].dt.strftime("%H:%M").tolist() == ["08:30", "11:00"]
+    assert trend["last_at"].dt.strftime("%H:%M").tolist() == ["08:40", "11:10"]
     assert trend["site_id"].tolist() == ["nairobi-kibera", "gulu-north"]
     assert trend["n_gold"].tolist() == [3, 3]
     assert trend["gold_accuracy"].tolist() == pytest.approx([2 / 3, 2 / 3])
