@@ -69,4 +69,14 @@ def run_checkpoint(
             result_format=result_format or {"result_format": "SUMMARY", "partial_unexpected_count": 20},
         )
     )
-    return checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+    _release_batches(source)
+    return result
+
+
+def _release_batches(source: Any) -> None:
+    """Drop the frames Great Expectations caches for every batch it validated (and keeps while the context,
+    which GX holds globally, lives): a stage validating several frames would otherwise hold them all."""
+    engine = source.get_execution_engine()
+    engine.batch_manager.reset_batch_cache()
+    engine.batch_manager.batch_data_cache.clear()

@@ -5,8 +5,10 @@ The same declared rules (:mod:`flows.core.contracts`) drive both:
 * :func:`check_rows` runs per batch, vectorised in ``pyarrow.compute``, and names the row, the field and
   the reason of every failure, so rejected rows can be quarantined. Uniqueness is not checked here at
   ingest: duplicates are reported by :mod:`flows.ingest.dedupe`, across batches and files.
-* :func:`build_suite` turns the contract into a Great Expectations suite, validated on the accepted
-  items of a run (:func:`validate_with_gx`) for the report and Data Docs.
+* :func:`build_suite` turns the contract into a Great Expectations suite, validated on a uniform sample
+  of the accepted items of a run (:mod:`flows.ingest.sample`) for the report and Data Docs: a second,
+  independent implementation of the same rules over what the row checker let through.
+  :func:`reconciliation_suite` has Great Expectations check the counts of every file read as well.
 
 The semantics agree: regexes are searched (RE2 and Python ``re`` both), lengths count characters, null
 values pass every rule but ``required``, and ``required`` strings must also not be blank.
@@ -99,6 +101,10 @@ def first_failures(failures: pa.Table) -> pa.Table:
     """One row per failing row: the first failing field, and every reason joined with ``; ``."""
     if failures.num_rows == 0:
         return failures
+    rows = failures.column("row").to_numpy()
+    order = np.argsort(rows, kind="stable")
+    if len(rows) < 2 or bool(np.all(np.diff(rows[order]) > 0)):
+        return failures.take(pa.array(order))  # one failure a row, the usual case: no grouping needed
     df = failures.to_pandas()
     grouped = df.groupby("row", sort=True)
     out = pd.DataFrame({"field": grouped["field"].first(), "reason": grouped["reason"].agg("; ".join)})
@@ -121,6 +127,21 @@ def _rows_where(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
 
 
+def blank_mask(col: pa.Array) -> pa.Array:
+    """True where a string is empty or all whitespace (null stays null), without trimming a copy."""
+    return pc.or_(pc.equal(pc.binary_length(col), 0), pc.utf8_is_space(col))
+
+
+def _longer_than(col: pa.Array, limit: int) -> np.ndarray:
+    """Rows with more than ``limit`` characters; only values of more than ``limit`` bytes are counted."""
+    # A character is at least one byte, so a value of at most `limit` bytes passes without decoding.
+    suspects = _rows_where(pc.greater(pc.binary_length(col), limit))
+    if len(suspects) == 0:
+        return suspects
+    chars = pc.utf8_length(col.take(pa.array(suspects, pa.int64())))
+    return suspects[_rows_where(pc.greater(chars, limit))]
+
+
 def _rule_failures(
     col: pa.Array, name: str, rule: Rule, classes: Sequence[str] | None, check_unique: bool
 ) -> list[tuple[np.ndarray, list[str]]]:
@@ -135,8 +156,7 @@ def _rule_failures(
     if rule.required:
         add(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)), lambda _: f"{name} is missing")
         if is_text:
-            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)
-            add(_rows_where(blank), lambda v: f"{name} is blank: {_snippet(v)}")
+            add(_rows_where(blank_mask(col)), lambda v: f"{name} is blank: {_snippet(v)}")
     numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)
     if rule.type in ("integer", "number") and not numeric:
         add(_rows_where(col.is_valid()), lambda v: f"{name} is not a {rule.type}: {_snippet(v)}")
@@ -150,14 +170,15 @@ def _rule_failures(
     if rule.type == "string" and not is_text:
         add(_rows_where(col.is_valid()), lambda v: f"{name} is not text: {_snippet(v)}")
         return out
-    if is_text and (rule.min_length is not None or rule.max_length is not None):
-        length = pc.utf8_length(col)
-        if rule.min_length is not None:
-            lo = rule.min_length
-            add(_rows_where(pc.less(length, lo)), lambda v: f"{name} is shorter than {lo:,} characters ({len(v):,})")
-        if rule.max_length is not None:
-            hi = rule.max_length
-            add(_rows_where(pc.greater(length, hi)), lambda v: f"{name} is longer than {hi:,} characters ({len(v):,})")
+    if is_text and rule.min_length is not None:
+        lo = rule.min_length
+        add(
+            _rows_where(pc.less(pc.utf8_length(col), lo)),
+            lambda v: f"{name} is shorter than {lo:,} characters ({len(v):,})",
+        )
+    if is_text and rule.max_length is not None:
+        hi = rule.max_length
+        add(_longer_than(col, hi), lambda v: f"{name} is longer than {hi:,} characters ({len(v):,})")
     if is_text and rule.regex is not None:
         hint = rule.regex_hint or f"matching {rule.regex}"
         bad = pc.invert(pc.match_substring_regex(col, rule.regex))
@@ -184,6 +205,50 @@ def _rule_failures(
     return out
 
 
+#: Given media URIs, says why each one that cannot be shown to annotators cannot (URIs not named are fine).
+MediaCheck = Callable[[list[str]], Mapping[str, str]]
+MISSING = "points at a missing object"
+
+
+def media_problems(
+    uris: pa.Array | pa.ChunkedArray, check: MediaCheck, *, chunk: int = 1000
+) -> tuple[np.ndarray, list[str]]:
+    """Rows whose media object cannot be used, and why (null URIs are not looked up).
+
+    Args:
+        uris: ``media_uri`` values.
+        check: Given URIs, returns ``{uri: problem}`` for those that cannot be used, e.g. ``MISSING`` or
+            a refused read. Called with each distinct URI once, ``chunk`` at a time.
+        chunk: URIs per ``check`` call.
+
+    Returns:
+        (row indices, reason of each: ``media_uri <problem>: <uri>``).
+    """
+    col = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
+    distinct = [u for u in pc.unique(col.drop_null()).to_pylist() if u is not None]
+    problems: dict[str, str] = {}
+    for i in range(0, len(distinct), chunk):
+        batch = distinct[i : i + chunk]
+        found = check(batch)
+        problems.update({u: found[u] for u in batch if u in found})
+    if not problems:
+        return np.zeros(0, np.int64), []
+    bad = pc.is_in(col, value_set=pa.array(sorted(problems), pa.string()))
+    rows = np.flatnonzero(pc.fill_null(bad, False).to_numpy(zero_copy_only=False))
+    values = col.take(pa.array(rows, pa.int64())).to_pylist()
+    return rows, [f"media_uri {problems[u]}: {u}" for u in values]
+
+
+def check_from_exists(exists: Callable[[list[str]], set[str]]) -> MediaCheck:
+    """A :data:`MediaCheck` from a function that returns the subset of URIs that exist."""
+
+    def check(uris: list[str]) -> dict[str, str]:
+        found = set(exists(uris))
+        return {u: MISSING for u in uris if u not in found}
+
+    return check
+
+
 def missing_media(
     uris: pa.Array | pa.ChunkedArray, exists: Callable[[list[str]], set[str]], *, chunk: int = 1000
 ) -> np.ndarray:
@@ -198,14 +263,10 @@ def missing_media(
     Returns:
         Boolean mask, True where the object is missing.
     """
-    col = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
-    distinct = [u for u in pc.unique(col.drop_null()).to_pylist() if u is not None]
-    found: set[str] = set()
-    for i in range(0, len(distinct), chunk):
-        batch = distinct[i : i + chunk]
-        found |= set(exists(batch)) & set(batch)
-    present = pc.is_in(col, value_set=pa.array(sorted(found), pa.string()))
-    return np.asarray(pc.and_(col.is_valid(), pc.invert(present)).to_numpy(zero_copy_only=False), dtype=bool)
+    rows, _ = media_problems(uris, check_from_exists(exists), chunk=chunk)
+    mask = np.zeros(len(uris), dtype=bool)
+    mask[rows] = True
+    return mask
 
 
 # --- Great Expectations -----------------------------------------------------------------------------
@@ -263,6 +324,32 @@ def build_suite(
         expectations=expectations,
         meta={"contract_version": contract.version, "task_type": contract.task_type.value, "kind": contract.kind},
     )
+
+
+RECONCILIATION_COLUMNS = ("source_object", "rows_read", "accepted", "quarantined", "duplicates")
+
+
+def reconciliation_frame(files: Sequence[tuple[str, int, int, int, int]]) -> pd.DataFrame:
+    """Counts of each file read (see ``Reconciliation.files``), with ``accounted`` = the three outcomes."""
+    df = pd.DataFrame(list(files), columns=list(RECONCILIATION_COLUMNS))
+    for column in RECONCILIATION_COLUMNS[1:]:
+        df[column] = df[column].astype("int64")
+    df["accounted"] = df["accepted"] + df["quarantined"] + df["duplicates"]
+    return df
+
+
+def reconciliation_suite(name: str) -> ExpectationSuite:
+    """Every record of every file read is accepted, quarantined or a duplicate, once (see
+    :func:`reconciliation_frame`)."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    expectations: list[Any] = [
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="rows_read", column_B="accounted"),
+        gxe.ExpectColumnValuesToBeUnique(column="source_object"),
+    ]
+    expectations += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in RECONCILIATION_COLUMNS[1:]]
+    return gx.ExpectationSuite(name=name, expectations=expectations)
 
 
 def gx_frame(items: pa.Table, field_names: Sequence[str] = ()) -> pd.DataFrame:

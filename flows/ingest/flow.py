@@ -4,6 +4,11 @@ Orchestration only; reading, checking, normalising and deduplicating live in ``r
 ``normalise`` and ``dedupe``. A run is one *ingest version*, named by the content of the source objects
 (their SHA-256), the column mapping and the contract. Rerunning on the same input finds the finished
 version and rewrites nothing; a changed input is a new version beside the old one.
+
+Every row is checked against the contract by the row checker while it streams by; Great Expectations then
+validates a uniform sample of the accepted items against the same contract (:mod:`flows.ingest.sample`)
+and the counts of every file read (each record accepted, quarantined or a duplicate), for the report and
+the Data Docs. Nothing is read back: memory stays flat whatever the input size.
 """
 
 from __future__ import annotations
@@ -14,37 +19,38 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.core.contracts import load_contract
+from flows.core.data_docs import publish_data_docs
 from flows.core.gx import docs_context, run_checkpoint
 from flows.core.models import IngestResult, WorkOrder
-from flows.core.publish import publish_site
 from flows.core.s3 import ObjectInfo, ObjectStore, S3Error, parse_uri
-from flows.core.schemas import ITEMS
 from flows.core.settings import load_settings
 from flows.core.workspace import read_model_or_none, workspace, write_json, write_model
-from flows.ingest.contract import build_suite, gx_frame
+from flows.ingest.contract import (
+    MISSING,
+    MediaCheck,
+    build_suite,
+    gx_frame,
+    reconciliation_frame,
+    reconciliation_suite,
+)
 from flows.ingest.dedupe import Reconciliation, SeenState, ingest_batches
 from flows.ingest.normalise import N_SHARDS
 from flows.ingest.read import iter_batches
-from flows.ingest.sink import IngestSink, quarantine_summary, reasons_count
-
-if TYPE_CHECKING:
-    from great_expectations.data_context import AbstractDataContext
+from flows.ingest.sample import SAMPLE_ROWS, ItemSample
+from flows.ingest.sink import IngestSink, QuarantineTally, quarantine_summary
 
 HASH_CHUNK = 8 * 1024 * 1024
-#: Great Expectations validates an in-memory pandas frame (about 420 B a row here), so the items are
-#: validated in chunks of whole shards of up to this many rows: memory stays flat whatever the input
-#: size. Repeats of an id share its shard, so the uniqueness expectation still sees every pair.
-VALIDATE_CHUNK_ROWS = 500_000
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+_REFUSED = {"403", "AccessDenied", "Forbidden", "AllAccessDisabled"}
 
 
 @dataclass(frozen=True)
@@ -98,120 +104,154 @@ def ingest_version(work_order: WorkOrder, sources: list[SourceObject], contract_
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Canonicalised:
+    """What canonicalise hands on besides the tables in S3: the counts, the sample Great Expectations
+    validates, and what the report shows of the quarantine."""
+
+    recon: Reconciliation
+    sample: pa.Table
+    quarantine_head: pa.Table
+    quarantine_fields: list[tuple[str, int]]
+
+
+def _head_media(store: ObjectStore, bucket: str, key: str) -> None:
+    store.client.head_object(Bucket=bucket, Key=key)
+
+
+def media_check(store: ObjectStore, workers: int = 16) -> MediaCheck:
+    """HEAD each media URI: a missing object or a bucket Kazi may not read is a problem of the row (it is
+    quarantined with the reason); any other S3 error fails the ingest, as a rerun may well pass."""
+
+    def one(uri: str) -> tuple[str, str | None]:
+        try:
+            bucket, key = parse_uri(uri)
+        except S3Error:
+            return uri, None  # not an s3:// URI: the contract's regex has quarantined it already
+        try:
+            _head_media(store, bucket, key)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND:
+                return uri, MISSING
+            if code in _REFUSED:
+                return uri, (
+                    f"cannot be read: S3 refused Kazi access to bucket {bucket!r} ({code}); give Kazi's S3 "
+                    "user (KAZI_S3_ACCESS_KEY_ID) read access (s3:GetObject) to it, or copy the media to a bucket "
+                    "it can read, then run the ingest again"
+                )
+            raise S3Error(f"S3 error on {uri} while checking media: {code}: {e}") from None
+        except BotoCoreError as e:
+            raise S3Error(f"S3 error on {uri} while checking media: {e}") from None
+        return uri, None
+
+    def check(uris: list[str]) -> dict[str, str]:
+        with ThreadPoolExecutor(workers) as pool:
+            return {uri: problem for uri, problem in pool.map(one, uris) if problem is not None}
+
+    return check
+
+
 @task(name="canonicalise", task_run_name="{work_order.id} / canonicalise {version}", cache_policy=NO_CACHE)
-def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: str) -> Reconciliation:
+def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: str) -> Canonicalised:
     """Stream every source file through read -> check -> normalise -> dedupe into the version's tables."""
     logger = get_run_logger()
     settings = load_settings()
     store = ObjectStore(settings)
     ws = workspace(settings, work_order)
     contract = load_contract(work_order.task_type, "input")
-    media_exists = (lambda uris: store.existing(uris)) if work_order.columns.media_uri else None
+    check = media_check(store) if work_order.columns.media_uri else None
     seen = SeenState()
+    sample = ItemSample(SAMPLE_ROWS)
+    quarantine = QuarantineTally()
     recon = Reconciliation()
     root = f"{ws.bucket}/{ws.key('ingest', version)}"
-    with IngestSink(store.filesystem, root, N_SHARDS) as sink:
-        for n, source in enumerate(sources, start=1):
-            bucket, key = parse_uri(source.uri)
-            batches = iter_batches(store.filesystem, f"{bucket}/{key}", work_order.source.format, name=source.uri)
-            for batch in ingest_batches(batches, work_order, contract, seen, media_exists=media_exists):
-                sink.write_items(batch.accepted)
-                sink.write_quarantine(batch.quarantined)
-                sink.write_duplicates(batch.duplicates)
-                recon = recon.add(batch)
-            logger.info(
-                "%d/%d %s: %d rows read so far, %d accepted, %d quarantined, %d duplicates",
-                n,
-                len(sources),
-                source.uri,
-                recon.rows_read,
-                recon.accepted,
-                recon.quarantined,
-                recon.duplicates,
-            )
+    try:
+        with IngestSink(store.filesystem, root, N_SHARDS) as sink:
+            for n, source in enumerate(sources, start=1):
+                bucket, key = parse_uri(source.uri)
+                batches = iter_batches(store.filesystem, f"{bucket}/{key}", work_order.source.format, name=source.uri)
+                for batch in ingest_batches(batches, work_order, contract, seen, media_check=check):
+                    sink.write_items(batch.accepted)
+                    sink.write_quarantine(batch.quarantined)
+                    sink.write_duplicates(batch.duplicates)
+                    sample.add(batch.accepted)
+                    quarantine.add(batch.quarantined)
+                    recon = recon.add(batch)
+                logger.info(
+                    "%d/%d %s: %d rows read so far, %d accepted, %d quarantined, %d duplicates",
+                    n,
+                    len(sources),
+                    source.uri,
+                    recon.rows_read,
+                    recon.accepted,
+                    recon.quarantined,
+                    recon.duplicates,
+                )
+    finally:
+        seen.close()
     # Arrow's allocator keeps freed pages for reuse; validation allocates through malloc (pandas, GX), so
-    # give them back now rather than hold a few hundred MB idle through the rest of the run.
+    # give them back now rather than hold them idle through the rest of the run.
     pa.default_memory_pool().release_unused()
-    return recon.check()
+    return Canonicalised(recon.check(), sample.table(), quarantine.head, quarantine.fields)
 
 
 @task(name="validate items", task_run_name="{work_order.id} / validate {version}", cache_policy=NO_CACHE)
-def validate_items(work_order: WorkOrder, version: str) -> tuple[bool, str | None, list[dict[str, object]]]:
-    """Great Expectations over the accepted canonical items; Data Docs published next to them."""
+def validate_items(
+    work_order: WorkOrder, version: str, done: Canonicalised
+) -> tuple[bool, str | None, list[dict[str, object]]]:
+    """Great Expectations over the sample of accepted items and the counts of every file; Data Docs
+    published next to the items."""
     settings = load_settings()
     store = ObjectStore(settings)
     ws = workspace(settings, work_order)
     contract = load_contract(work_order.task_type, "input")
     fields = [f.name for f in work_order.label_schema.fields]
-    columns = ["item_id", "text", "media_uri", "fields"]
-    root = f"{ws.bucket}/{ws.key('ingest', version, 'items')}"
-    if store.filesystem.get_file_info(root).type == pafs.FileType.NotFound:
-        chunks: list[list[str]] = []  # nothing was accepted
-    else:
-        shards = sorted(
-            pads.dataset(root, filesystem=store.filesystem, format="parquet").get_fragments(), key=lambda f: f.path
-        )
-        chunks = shard_chunks([(f.path, f.count_rows()) for f in shards], VALIDATE_CHUNK_ROWS)
     suite = build_suite(
         contract, field_names=fields, classes=work_order.label_schema.classes, name=f"{work_order.id}.input"
     )
+    checks = [
+        (suite, gx_frame(done.sample, fields), f"{work_order.id}-items-sample"),
+        (
+            reconciliation_suite(f"{work_order.id}.reconciliation"),
+            reconciliation_frame(done.recon.files),
+            f"{work_order.id}-reconciliation",
+        ),
+    ]
     success = True
-    checks: dict[tuple[str, str], tuple[bool, int]] = {}  # (expectation, column) -> (success, unexpected)
+    rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="kazi-gx-") as tmp:
         context = docs_context(Path(tmp))
-        for n, paths in enumerate(chunks or [[]], start=1):
-            items = (
-                pads.dataset(paths, filesystem=store.filesystem, format="parquet").to_table(columns=columns)
-                if paths
-                else ITEMS.empty_table().select(columns)
-            )
-            name = f"{work_order.id}-items" + (f"-{n}-of-{len(chunks)}" if len(chunks) > 1 else "")
-            result = run_checkpoint(context, suite, gx_frame(items, fields), name=name, run_name=f"ingest-{version}")
-            _release_batches(context)
-            del items
+        for check_suite, frame, name in checks:
+            result = run_checkpoint(context, check_suite, frame, name=name, run_name=f"ingest-{version}")
             success = success and bool(result.success)
             for suite_result in result.run_results.values():
                 for r in suite_result.results:
                     config = r.expectation_config
-                    what = (config.type if config else "?", (config.kwargs.get("column") if config else None) or "")
-                    ok, unexpected = checks.get(what, (True, 0))
-                    checks[what] = (
-                        ok and bool(r.success),
-                        unexpected + ((r.result or {}).get("unexpected_count") or 0),
+                    kwargs: dict[str, Any] = dict(config.kwargs) if config else {}
+                    got: dict[str, Any] = r.result or {}
+                    rows.append(
+                        {
+                            "validation": name,
+                            "expectation": config.type if config else "?",
+                            "column": kwargs.get("column") or "",
+                            "success": bool(r.success),
+                            "rows": got.get("element_count", len(frame)),
+                            "unexpected": got.get("unexpected_count") or 0,
+                        }
                     )
-        docs = ws.key("ingest", version, "data-docs")
-        # A rerun after a crash must not leave the dead run's validation pages (their paths hold a timestamp).
-        store.delete_prefix(ws.bucket, f"{docs}/")
-        url = publish_site(store, Path(tmp), ws.bucket, docs)
-    rows: list[dict[str, object]] = [
-        {"expectation": what, "column": column, "success": ok, "unexpected": unexpected}
-        for (what, column), (ok, unexpected) in checks.items()
-    ]
+        url = publish_data_docs(
+            store,
+            Path(tmp),
+            ws.bucket,
+            ws.key("ingest", version, "data-docs"),
+            title=f"Input checks of {work_order.id}, ingest version {version[:12]}",
+        )
     return success, url, rows
 
 
-def _release_batches(context: AbstractDataContext) -> None:
-    """Drop the frames Great Expectations caches for every batch it validated (and keeps while the context,
-    which GX holds globally, lives): without this, chunking bounds nothing."""
-    engine = context.data_sources.get("kazi").get_execution_engine()
-    engine.batch_manager.reset_batch_cache()
-    engine.batch_manager.batch_data_cache.clear()
-
-
-def shard_chunks(shards: list[tuple[str, int]], limit: int) -> list[list[str]]:
-    """Shard files (path, rows) grouped in order into chunks of at most ``limit`` rows (a bigger one alone)."""
-    chunks: list[list[str]] = []
-    rows = limit + 1
-    for path, n in shards:
-        if rows + n > limit:
-            chunks.append([])
-            rows = 0
-        chunks[-1].append(path)
-        rows += n
-    return chunks
-
-
-def _report(work_order: WorkOrder, result: IngestResult, recon: Reconciliation, quarantine: pa.Table) -> str:
+def _report(work_order: WorkOrder, result: IngestResult, done: Canonicalised) -> str:
+    recon = done.recon
     lines = [
         f"## Ingest of {work_order.id} (version `{result.ingest_version}`)",
         "",
@@ -224,13 +264,16 @@ def _report(work_order: WorkOrder, result: IngestResult, recon: Reconciliation, 
         f"quarantined + {result.duplicates:,} duplicates.",
         f"**Validation (Great Expectations):** {'passed' if result.validation_success else 'FAILED'}"
         + (f" — [Data Docs]({result.data_docs_uri})" if result.data_docs_uri else ""),
+        f"Every row read was checked against the input contract by the row checker; Great Expectations "
+        f"validated the same contract on a uniform sample of {done.sample.num_rows:,} of the "
+        f"{result.accepted:,} accepted items, and the counts of each of the {recon.files_read:,} files read.",
     ]
     if recon.file_errors:
         lines += ["", "Files that could not be read (quarantined whole; fix or re-upload them):"]
         lines += [f"- `{f}`: {why}" for f, why in recon.file_errors]
     if recon.empty_files:
         lines += ["", "Empty files: " + ", ".join(f"`{f}`" for f in recon.empty_files)]
-    reasons = reasons_count(quarantine)
+    reasons = done.quarantine_fields
     if reasons:
         lines += ["", "Quarantined rows by field:", ""] + [f"- {field}: {n:,}" for field, n in reasons]
     return "\n".join(lines)
@@ -253,11 +296,9 @@ def ingest_flow(work_order: WorkOrder) -> IngestResult:
         write_model(store, ws.uri("ingest", "result.json"), done)
         return done
 
-    recon = canonicalise(work_order, sources, version)
-    success, docs_url, expectations = validate_items(work_order, version)
-    quarantine = pads.dataset(
-        f"{ws.bucket}/{ws.key('ingest', version, 'quarantine.parquet')}", filesystem=store.filesystem
-    ).to_table()
+    canonical = canonicalise(work_order, sources, version)
+    recon = canonical.recon
+    success, docs_url, expectations = validate_items(work_order, version, canonical)
     write_json(
         store,
         ws.uri("ingest", version, "manifest.json"),
@@ -274,6 +315,10 @@ def ingest_flow(work_order: WorkOrder) -> IngestResult:
                 "files_read": recon.files_read,
                 "files_quarantined": recon.files_quarantined,
             },
+            "files": [
+                dict(zip(("uri", "rows_read", "accepted", "quarantined", "duplicates"), f, strict=True))
+                for f in recon.files
+            ],
             "file_errors": [list(e) for e in recon.file_errors],
             "empty_files": list(recon.empty_files),
             "encodings": [list(e) for e in recon.encodings],
@@ -297,19 +342,19 @@ def ingest_flow(work_order: WorkOrder) -> IngestResult:
     )
     create_markdown_artifact(
         key=f"{work_order.id}-ingest",
-        markdown=_report(work_order, result, recon, quarantine),
+        markdown=_report(work_order, result, canonical),
         description=f"Ingest report of {work_order.id}",
     )
-    if quarantine.num_rows:
+    if canonical.quarantine_head.num_rows:
         create_table_artifact(
             key=f"{work_order.id}-ingest-quarantine",
-            table=quarantine_summary(quarantine),
+            table=quarantine_summary(canonical.quarantine_head),
             description="First quarantined rows: file, row, field and reason",
         )
     create_table_artifact(
         key=f"{work_order.id}-ingest-validation",
         table=expectations,
-        description="Great Expectations checks of the accepted items",
+        description="Great Expectations checks: a sample of the accepted items, and the counts of every file",
     )
     if docs_url:
         create_link_artifact(

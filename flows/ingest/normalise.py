@@ -206,8 +206,9 @@ def _nested_text(value: Any) -> str | None:
 
 
 def _non_blank(col: pa.Array) -> np.ndarray:
-    trimmed = pc.utf8_length(pc.utf8_trim_whitespace(col))
-    return np.asarray(pc.fill_null(pc.greater(trimmed, 0), False).to_numpy(zero_copy_only=False), dtype=bool)
+    # Empty or all whitespace is blank; utf8_is_space answers without trimming a copy of every value.
+    blank = pc.or_(pc.equal(pc.binary_length(col), 0), pc.utf8_is_space(col))
+    return np.asarray(pc.fill_null(pc.invert(blank), False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 # --- JSON objects, built column-wise ---------------------------------------------------------------

@@ -219,6 +219,32 @@ def test_first_failures_keeps_one_row_per_record() -> None:
     assert first_failures(check_rows(pa.table({"a": ["x"], "b": ["y"]}), c)).num_rows == 0
 
 
+def test_first_failures_of_rows_failing_once_each_come_in_row_order() -> None:
+    c = contract(a={"required": True}, b={"max_length": 1})
+    table = pa.table({"a": ["x", None, "y"], "b": ["long", "k", "z"]})  # checked column by column: a, then b
+    assert first_failures(check_rows(table, c)).to_pylist() == [
+        {"row": 0, "field": "b", "reason": "b is longer than 1 characters (4)"},
+        {"row": 1, "field": "a", "reason": "a is missing"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "too_long"),
+    [("abc", False), ("abcd", True), ("ééé", False), ("éééé", True), ("😀😀😀", False), ("\u00a0\u00a0\u00a0a", True)],
+)
+def test_max_length_counts_characters_not_bytes(value: str, too_long: bool) -> None:
+    got = check_rows(pa.table({"a": [value, None]}), contract(a={"max_length": 3}))
+    assert got["row"].to_pylist() == ([0] if too_long else [])
+
+
+@pytest.mark.parametrize(
+    ("value", "blank"), [("", True), (" \t\r\n", True), ("\u00a0\u3000", True), ("\u200b", False), (" x ", False)]
+)
+def test_blank_is_empty_or_unicode_whitespace_only(value: str, blank: bool) -> None:
+    got = check_rows(pa.table({"a": [value]}), contract(a={"required": True}))
+    assert got["reason"].to_pylist() == ([f"a is blank: {value!r}"] if blank else [])
+
+
 # --- media that is not there ----------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -111,25 +112,32 @@ def reference(batches: list[tuple[list[str], list[str | None]]]) -> list[tuple[s
     return out
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_vectorised_dedupe_matches_the_row_by_row_rule(seed: int) -> None:
+def spilling_state(memory_keys: int) -> SeenState:
+    return SeenState(ids=DigestIndex(memory_keys=memory_keys), contents=DigestIndex(memory_keys=memory_keys))
+
+
+@pytest.mark.parametrize(("seed", "memory_keys"), [(s, m) for s in range(5) for m in (1 << 20, 64, 1)])
+def test_vectorised_dedupe_matches_the_row_by_row_rule(seed: int, memory_keys: int) -> None:
+    # memory_keys 64 and 1: the indexes write runs to disk after almost every batch, and must agree.
     rng = np.random.default_rng(seed)
     batches = []
     for size in rng.integers(1, 400, 12):
         ids = [f"{'ID' if rng.random() < 0.5 else 'id'}-{v}" for v in rng.integers(0, 600, size)]
         contents = [None if rng.random() < 0.1 else f"c{v}" for v in rng.integers(0, 500, size)]
         batches.append((ids, contents))
-    state = SeenState()
+    state = spilling_state(memory_keys)
     got: list[tuple[str, int | None]] = []
     row = 1
     for ids, contents in batches:
         got += classify(state, "f", ids, contents, start_row=row)
         row += len(ids)
     assert got == reference(batches)
+    assert (state.ids.runs > 0) == (memory_keys < 1 << 20)
+    state.close()
 
 
 def test_digest_index_lookup_and_insert() -> None:
-    index = DigestIndex(size_hint=4)
+    index = DigestIndex(size_hint=64)  # room for every key: labels stay as they are
     k = keys([f"k{i}" for i in range(10)])
     labels = index.labels(k)
     assert (index.lookup(labels, k) == -1).all()
@@ -151,7 +159,54 @@ def test_a_64_bit_prefix_collision_is_never_a_false_duplicate() -> None:
     assert index.lookup(index.labels(a), a).tolist() == [0]
 
 
-def test_memory_per_row_is_bounded() -> None:
+def test_a_spilled_index_finds_every_key_in_its_runs_and_deletes_them_on_close(tmp_path: Path) -> None:
+    index = DigestIndex(size_hint=4, memory_keys=100, spill_dir=tmp_path)
+    k = keys([f"k{i}" for i in range(1000)])
+    for start in range(0, 1000, 150):  # every batch: half new keys accepted, a quarter of them repeated later
+        part = k[start : start + 150]
+        labels = index.labels(part)
+        assert (index.lookup(labels, part) == -1).all()
+        index.insert(labels[:75], part[:75], np.arange(start, start + 75, dtype=np.int64))
+    assert index.runs >= 5
+    assert len(list(tmp_path.glob("kazi-dedupe-*/run-*"))) == index.runs
+    labels = index.labels(k)
+    expected = [i if i % 150 < 75 else -1 for i in range(1000)]
+    assert index.lookup(labels, k).tolist() == expected
+    other = keys([f"other{i}" for i in range(1000)])  # never inserted: Bloom filters and runs say no
+    assert (index.lookup(index.labels(other), other) == -1).all()
+    index.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_64_bit_prefix_collision_in_a_run_is_never_a_false_duplicate() -> None:
+    index = DigestIndex(memory_keys=1)
+    a = np.array([[7, 1]], dtype=np.uint64)
+    b = np.array([[7, 2]], dtype=np.uint64)
+    index.insert(index.labels(a), a, np.array([5]))
+    index.labels(np.array([[8, 8]], dtype=np.uint64))  # the table is full: the key goes to a run
+    assert index.runs == 1
+    assert index.lookup(index.labels(b), b).tolist() == [-1]
+    assert index.lookup(index.labels(a), a).tolist() == [5]
+    index.close()
+
+
+def test_index_memory_stays_flat_once_it_spills() -> None:
+    index = DigestIndex(memory_keys=20_000)
+    sizes = []
+    for start in range(0, 200_000, 20_000):
+        part = keys([f"item-{i}" for i in range(start, start + 20_000)])
+        labels = index.labels(part)
+        index.insert(labels, part, np.arange(start, start + 20_000, dtype=np.int64))
+        sizes.append(index.nbytes)
+    # The table never holds more than its budget; what grows is the Bloom filters, 2 bytes a key (in
+    # filters of doubling size: at most 8 bytes a key while the last one fills).
+    assert sizes[-1] - sizes[1] <= 8 * 200_000
+    assert index.nbytes < 24 * 2 * 65_536 + 8 * 200_000
+    assert index.runs == 9
+    index.close()
+
+
+def test_memory_is_the_table_s_budget_whatever_the_rows() -> None:
     state = SeenState()
     n = 200_000
     for start in range(0, n, 50_000):
@@ -159,8 +214,9 @@ def test_memory_per_row_is_bounded() -> None:
         find_duplicates(
             keys(ids), keys(ids), np.ones(50_000, bool), state.locations("f", np.arange(start, start + 50_000)), state
         )
-    per_row = (state.ids.nbytes + state.contents.nbytes) / n
-    assert per_row < 120
+    # Two tables of at most 2^21 slots of 24 bytes (MEMORY_KEYS at 60 % load at most), here far fewer.
+    assert state.nbytes <= 2 * 24 * 2**21
+    assert state.nbytes / n < 130
 
 
 # --- reconciliation -------------------------------------------------------------------------------

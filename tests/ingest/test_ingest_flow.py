@@ -23,6 +23,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
@@ -31,10 +33,10 @@ from pydantic import ValidationError
 from flows.core.models import ColumnMapping, IngestResult, LabelSchema, SourceFormat, TaskType, WorkOrder
 from flows.core.s3 import ObjectStore, S3Error, parse_uri
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
-from flows.core.settings import Settings
+from flows.core.settings import Settings, load_settings
 from flows.core.workspace import read_json, read_model, read_table, workspace
 from flows.ingest import flow as ingest_module
-from flows.ingest.flow import ingest_flow, shard_chunks
+from flows.ingest.flow import ingest_flow
 from simulation.datasets import SampleDataset, sample_dataset
 
 #: File kinds a client may send: the work order's format, and whether the file is gzip-compressed.
@@ -297,44 +299,44 @@ def test_content_hash_ids_are_the_same_for_a_fresh_copy_of_the_input(client: Cli
     assert all(item_id.startswith("h-") for item_id, _ in ids(first).values())
 
 
+def validation_rows(work_order_id: str) -> list[dict[str, Any]]:
+    """The rows of the latest validation table artifact of a work order."""
+    with get_client(sync_client=True) as prefect:
+        key = ArtifactFilter(key=ArtifactFilterKey(any_=[f"{work_order_id}-ingest-validation"]))
+        table = prefect.read_artifacts(limit=1, sort=ArtifactSort.CREATED_DESC, artifact_filter=key)
+    assert table
+    rows: list[dict[str, Any]] = json.loads(str(table[0].data))
+    return rows
+
+
 @pytest.mark.prefect
-def test_items_validated_in_chunks_of_shards_give_one_result_and_one_data_docs_site(
+def test_gx_validates_a_bounded_sample_of_the_items_and_the_counts_of_every_file(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest_module, "VALIDATE_CHUNK_ROWS", 3)  # 40 items in several shards: several chunks
-    result = ingest_flow(client.order(client.put("in/a.csv", encode(text_rows(0, 40), "csv")), SourceFormat.CSV))
+    monkeypatch.setattr(ingest_module, "SAMPLE_ROWS", 7)  # 50 accepted items, 7 validated by GX
+    a = client.put("in/a.csv", encode(text_rows(0, 40), "csv"))
+    b = client.put("in/b.csv", encode(text_rows(30, 20), "csv"))  # ids 30-39 repeat a's
+    result = ingest_flow(client.order(client.uri("in/"), SourceFormat.CSV))
 
-    assert (result.accepted, result.validation_success) == (40, True)
+    assert (result.rows_read, result.accepted, result.duplicates, result.validation_success) == (60, 50, 10, True)
     assert result.data_docs_uri is not None
     index = httpx.get(result.data_docs_uri, timeout=30)
     assert index.status_code == 200
-    assert index.text.count(f"{result.work_order_id}-items-") >= 2  # one validation per chunk, all listed
-    with get_client(sync_client=True) as prefect:
-        key = ArtifactFilter(key=ArtifactFilterKey(any_=[f"{result.work_order_id}-ingest-validation"]))
-        table = prefect.read_artifacts(limit=1, sort=ArtifactSort.CREATED_DESC, artifact_filter=key)
-    assert table
-    rows = json.loads(str(table[0].data))
-    checks = [(r["expectation"], r["column"]) for r in rows]
-    assert len(checks) == len(set(checks))  # one row per expectation, whatever the number of chunks
-    assert ("expect_column_values_to_be_unique", "item_id") in checks
+    assert f"{result.work_order_id}-items-sample" in index.text
+    assert f"{result.work_order_id}-reconciliation" in index.text
+    rows = validation_rows(result.work_order_id)
+    checks = [(r["validation"], r["expectation"], r["column"]) for r in rows]
+    sample = f"{result.work_order_id}-items-sample"
+    recon = f"{result.work_order_id}-reconciliation"
+    assert (sample, "expect_column_values_to_be_unique", "item_id") in checks
+    assert (recon, "expect_column_pair_values_to_be_equal", "") in checks
+    assert {r["rows"] for r in rows if r["validation"] == sample} == {7}
+    assert {r["rows"] for r in rows if r["validation"] == recon} == {2}
     assert all(r["success"] and r["unexpected"] == 0 for r in rows)
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("shards", "limit", "chunks"),
-    [
-        ([], 5, []),
-        ([("a", 2), ("b", 3), ("c", 1)], 5, [["a", "b"], ["c"]]),
-        ([("a", 9), ("b", 1), ("c", 1)], 5, [["a"], ["b", "c"]]),  # a shard over the limit goes alone
-        ([("a", 1), ("b", 9), ("c", 1)], 5, [["a"], ["b"], ["c"]]),
-        ([("a", 0), ("b", 5)], 5, [["a", "b"]]),
-    ],
-)
-def test_shards_are_grouped_in_order_up_to_the_limit(
-    shards: list[tuple[str, int]], limit: int, chunks: list[list[str]]
-) -> None:
-    assert shard_chunks(shards, limit) == chunks
+    assert client.manifest(result)["files"] == [
+        {"uri": a, "rows_read": 40, "accepted": 40, "quarantined": 0, "duplicates": 0},
+        {"uri": b, "rows_read": 20, "accepted": 10, "quarantined": 0, "duplicates": 10},
+    ]
 
 
 # --- bad input ----------------------------------------------------------------------------------------
@@ -472,6 +474,55 @@ def test_a_row_whose_media_object_is_missing_is_quarantined_naming_the_uri(clien
     assert "s3://kazi-no-such-bucket-for-tests/x.png" in quarantine[1]["reason"]
     assert json.loads(quarantine[0]["record"]) == rows[1]  # the client's row, unchanged
     assert sorted(client.by_id(result)) == [rows[0]["image_id"], rows[3]["image_id"]]
+
+
+@pytest.mark.prefect
+def test_media_in_a_bucket_kazi_may_not_read_is_quarantined_naming_the_bucket(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test stack's one S3 user may read every bucket, so S3's answer for a locked bucket is injected
+    # (a 403 on HEAD, as S3 gives it) for that bucket only; every other HEAD goes to the real S3.
+    locked = "kazi-locked-media-for-tests"
+    real_head = ingest_module._head_media
+
+    def head(store: ObjectStore, bucket: str, key: str) -> None:
+        if bucket == locked:
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+        real_head(store, bucket, key)
+
+    monkeypatch.setattr(ingest_module, "_head_media", head)
+    dataset = sample_dataset(TaskType.IMAGE_CLASSIFICATION, 4, bucket=client.bucket, prefix=f"{client.prefix}media")
+    client.upload_media(dataset)
+    rows = [dict(r) for r in dataset.rows]
+    rows[2]["image_uri"] = f"s3://{locked}/cats/1.png"
+    source = client.put("in/images.jsonl", encode(rows, "jsonl"))
+
+    result = ingest_flow(client.dataset_order(dataset, source, SourceFormat.JSONL))
+
+    assert (result.rows_read, result.accepted, result.quarantined, result.duplicates) == (4, 3, 1, 0)
+    [row] = client.quarantine(result)
+    assert (row["source_row"], row["field"]) == (3, "media_uri")
+    assert f"bucket '{locked}'" in row["reason"] and "403" in row["reason"]
+    assert "read access" in row["reason"] and f"s3://{locked}/cats/1.png" in row["reason"]
+    assert json.loads(row["record"]) == rows[2]
+
+
+@pytest.mark.unit
+def test_media_check_tells_missing_from_refused_and_fails_on_other_s3_errors() -> None:
+    store = ObjectStore(load_settings())  # a stubbed client: no request leaves the process
+    stubber = Stubber(store.client)
+    for code, status in (("404", 404), ("403", 403)):
+        stubber.add_client_error("head_object", service_error_code=code, http_status_code=status)
+    stubber.add_response("head_object", {"ContentLength": 1, "ETag": '"x"'})
+    with stubber:
+        check = ingest_module.media_check(store, workers=1)
+        got = check(["s3://b/gone.png", "s3://locked/a.png", "s3://b/here.png", "not-a-uri"])
+    assert got["s3://b/gone.png"] == "points at a missing object"
+    assert got["s3://locked/a.png"].startswith("cannot be read: S3 refused Kazi access to bucket 'locked' (403)")
+    assert set(got) == {"s3://b/gone.png", "s3://locked/a.png"}
+    stubber.add_client_error("head_object", service_error_code="InternalError", http_status_code=500)
+    with stubber, pytest.raises(S3Error, match="InternalError"):
+        ingest_module.media_check(store, workers=1)(["s3://b/x.png"])
 
 
 @pytest.mark.prefect

@@ -20,7 +20,8 @@ import pytest
 from flows.core.contracts import load_contract
 from flows.core.models import SourceFormat, TaskType, WorkOrder
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
-from flows.ingest.dedupe import MediaExists, Reconciliation, SeenState, ingest_batches
+from flows.ingest.contract import MediaCheck, check_from_exists
+from flows.ingest.dedupe import Reconciliation, SeenState, ingest_batches
 from flows.ingest.normalise import safe_key_part
 from flows.ingest.read import RawBatch, iter_batches, iter_files
 
@@ -69,7 +70,7 @@ def ingest(
     *,
     task_type: str = "image_classification",
     columns: dict[str, Any] | None = None,
-    media_exists: MediaExists | None = None,
+    media_check: MediaCheck | None = None,
     threads: int = 2,
     batch_rows: int = 65_536,
 ) -> Run:
@@ -82,7 +83,7 @@ def ingest(
     tally = Reconciliation()
     run = Run([], [], [], tally)
     for out in ingest_batches(
-        batches, wo, load_contract(wo.task_type), SeenState(), media_exists=media_exists, threads=threads
+        batches, wo, load_contract(wo.task_type), SeenState(), media_check=media_check, threads=threads
     ):
         assert out.accepted.schema == ITEMS
         assert out.quarantined.schema == QUARANTINE
@@ -368,11 +369,26 @@ def test_media_pointing_at_a_missing_object(tmp_path: Path) -> None:
         return {u for u in uris if "missing" not in u}
 
     data = csv(HEADER, "a1,s3://bkt/ok.jpg,x", "a2,s3://bkt/missing.jpg,y", "a3,http://bad,z", "a4,s3://bkt/ok.jpg,w")
-    run = ingest(tmp_path, {"m.csv": data}, media_exists=exists)
+    run = ingest(tmp_path, {"m.csv": data}, media_check=check_from_exists(exists))
     assert run.ids() == ["a1", "a4"]
     assert run.why() == [("m.csv", 2, "media_uri"), ("m.csv", 3, "media_uri")]
     assert run.quarantine[0]["reason"] == "media_uri points at a missing object: s3://bkt/missing.jpg"
     assert sorted(asked) == ["s3://bkt/missing.jpg", "s3://bkt/ok.jpg"]  # malformed URIs are not looked up
+
+
+def test_media_in_a_bucket_kazi_may_not_read_is_quarantined_with_the_check_s_reason(tmp_path: Path) -> None:
+    def check(uris: list[str]) -> dict[str, str]:
+        return {u: "cannot be read: S3 refused access to bucket 'locked'" for u in uris if "//locked/" in u}
+
+    data = csv(HEADER, "a1,s3://bkt/ok.jpg,x", "a2,s3://locked/1.jpg,y", "a3,s3://locked/1.jpg,z")
+    run = ingest(tmp_path, {"m.csv": data}, media_check=check)
+    assert run.ids() == ["a1"]
+    assert run.why() == [("m.csv", 2, "media_uri"), ("m.csv", 3, "media_uri")]
+    assert (
+        run.quarantine[1]["reason"]
+        == "media_uri cannot be read: S3 refused access to bucket 'locked': s3://locked/1.jpg"
+    )
+    assert json.loads(run.quarantine[1]["record"]) == {"id": "a3", "image": "s3://locked/1.jpg", "caption": "z"}
 
 
 # --- formats give the same items -------------------------------------------------------------------
@@ -451,26 +467,28 @@ def test_many_rows_over_many_batches_reconcile(tmp_path: Path) -> None:
     assert run.tally.duplicates == 20_000 - len(run.items)
 
 
-def test_closing_early_stops_the_helper_threads_and_the_reader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_closing_early_stops_the_helper_threads_and_the_reader(tmp_path: Path, threads: int) -> None:
     lines = [HEADER] + [f"id-{i},s3://bkt/{i}.jpg,c{i}" for i in range(30_000)]
     (tmp_path / "x.csv").write_bytes(csv(*lines))
     before = threading.active_count()
     batches = iter_files(pafs.LocalFileSystem(), [str(tmp_path / "x.csv")], SourceFormat.CSV, 1_000)
-    out = ingest_batches(batches, order(), load_contract("image_classification"), SeenState(), threads=2)
+    out = ingest_batches(batches, order(), load_contract("image_classification"), SeenState(), threads=threads)
     first = next(out)
     assert first.accepted.num_rows == 1_000
     out.close()
     assert threading.active_count() == before
 
 
-def test_an_error_while_reading_reaches_the_caller(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_error_while_reading_reaches_the_caller(tmp_path: Path, threads: int) -> None:
     (tmp_path / "x.csv").write_bytes(csv(HEADER, "a1,s3://bkt/a.jpg,x"))
 
     def batches() -> Iterator[RawBatch]:
         yield from iter_batches(pafs.LocalFileSystem(), str(tmp_path / "x.csv"), SourceFormat.CSV)
         raise RuntimeError("the store went away")
 
-    out = ingest_batches(batches(), order(), load_contract("image_classification"), SeenState(), threads=2)
+    out = ingest_batches(batches(), order(), load_contract("image_classification"), SeenState(), threads=threads)
     assert next(out).accepted.num_rows == 1
     with pytest.raises(RuntimeError, match="the store went away"):
         next(out)

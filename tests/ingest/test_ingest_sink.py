@@ -1,0 +1,93 @@
+"""Where ingested batches go: shard files staged locally, rolled over and uploaded; the quarantine tally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
+from flows.ingest.sink import IngestSink, QuarantineTally
+
+pytestmark = pytest.mark.unit
+
+
+def items(start: int, n: int, shards: int = 2) -> pa.Table:
+    rows = range(start, start + n)
+    return pa.table(
+        {
+            "item_id": [f"i{r}" for r in rows],
+            "client_item_id": [f"i{r}" for r in rows],
+            "text": [f"text {r}" for r in rows],
+            "media_uri": pa.nulls(n, pa.string()),
+            "fields": pa.nulls(n, pa.string()),
+            "record": [f'{{"id":"i{r}"}}' for r in rows],
+            "content_hash": [f"{r:032x}" for r in rows],
+            "source_object": ["s3://b/in.csv"] * n,
+            "source_row": pa.array(list(rows), pa.int64()),
+            "shard": pa.array([r % shards for r in rows], pa.int32()),
+        },
+        schema=ITEMS,
+    )
+
+
+def quarantined(rows: list[int], field: str | None = "text") -> pa.Table:
+    return pa.table(
+        {
+            "source_object": ["s3://b/in.csv"] * len(rows),
+            "source_row": pa.array(rows, pa.int64()),
+            "field": pa.array([field] * len(rows), pa.string()),
+            "reason": [f"bad {r}" for r in rows],
+            "record": [f"r{r}" for r in rows],
+        },
+        schema=QUARANTINE,
+    )
+
+
+def test_shards_roll_over_into_parts_and_every_row_lands_once(tmp_path: Path) -> None:
+    out, stage = tmp_path / "out", tmp_path / "stage"
+    stage.mkdir()
+    with IngestSink(pafs.LocalFileSystem(), str(out), 2, rows_per_part=10, staging_dir=stage) as sink:
+        for start in range(0, 50, 7):
+            sink.write_items(items(start, min(7, 50 - start)))
+        sink.write_quarantine(quarantined([3, 4]))
+    parts = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
+    assert parts == [
+        "duplicates.parquet",
+        "items/shard=00/part-0.parquet",
+        "items/shard=00/part-1.parquet",
+        "items/shard=00/part-2.parquet",
+        "items/shard=01/part-0.parquet",
+        "items/shard=01/part-1.parquet",
+        "items/shard=01/part-2.parquet",
+        "quarantine.parquet",
+    ]
+    got = pa.concat_tables(pq.read_table(p, schema=ITEMS) for p in sorted(out.glob("items/*/*.parquet")))
+    assert sorted(got["source_row"].to_pylist()) == list(range(50))
+    assert pq.read_table(out / "quarantine.parquet").num_rows == 2
+    assert pq.read_table(out / "duplicates.parquet").schema.equals(DUPLICATES)
+    assert list(stage.iterdir()) == []  # the staging folder is gone
+
+
+def test_a_failed_run_uploads_nothing_and_leaves_no_staging_files(tmp_path: Path) -> None:
+    out, stage = tmp_path / "out", tmp_path / "stage"
+    stage.mkdir()
+    sink = IngestSink(pafs.LocalFileSystem(), str(out), 2, staging_dir=stage)
+    with pytest.raises(RuntimeError, match="boom"), sink:
+        sink.write_items(items(0, 5))
+        raise RuntimeError("boom")
+    assert not out.exists()
+    assert list(stage.iterdir()) == []
+
+
+def test_the_quarantine_tally_keeps_the_first_rows_and_counts_every_field() -> None:
+    tally = QuarantineTally(limit=3)
+    tally.add(quarantined([1, 2], "text"))
+    tally.add(quarantined([5, 6, 7], "item_id"))
+    tally.add(quarantined([-1], None))
+    tally.add(QUARANTINE.empty_table())
+    assert tally.head["source_row"].to_pylist() == [1, 2, 5]
+    assert tally.fields == [("item_id", 3), ("text", 2), ("(whole file)", 1)]
