@@ -3,7 +3,8 @@
 Headless Chromium (Debian's) driven by Playwright: open the Prefect UI, find the work-order deployment,
 start a run through its parameter form, wait for it to finish, open the QA report and the Data Docs
 linked from the run, and save screenshots of each under ``.state/screenshots/``. A simulated workforce
-answers the tasks in Label Studio meanwhile, as in ``make demo``.
+with spammers answers the tasks in Label Studio meanwhile, as in ``make demo``; the test ends by checking
+what the whole work order left behind (spammers excluded, a review round, a verified delivery).
 """
 
 from __future__ import annotations
@@ -100,10 +101,10 @@ def _images_load(page: Page) -> bool:
 
 def test_work_order_started_from_the_prefect_ui_shows_its_qa_report_and_data_docs(stack_settings, store) -> None:
     from flows.core.models import TaskType
-    from flows.deployments import register
+    from flows.run import ensure_deployments
     from simulation.demo import Workforce, prepare_work_order
 
-    assert "work-order/work-order" in register(stack_settings)
+    ensure_deployments(stack_settings)
     wo_id = f"ui-{uuid.uuid4().hex[:8]}"
     registry, dataset, work_order = prepare_work_order(
         stack_settings, store, TaskType.IMAGE_CLASSIFICATION, ITEMS, wo_id, seed=23
@@ -187,3 +188,46 @@ def test_work_order_started_from_the_prefect_ui_shows_its_qa_report_and_data_doc
         if flow_run_id is not None:
             _cancel_unless_final(flow_run_id)
     assert workforce.error is None
+    assert_work_order_outcome(stack_settings, store, wo_id)
+
+
+def assert_work_order_outcome(settings: Any, store: Any, wo_id: str) -> None:
+    """What the run left behind: the spammers flagged and their items reviewed, a passing QA, a delivery whose
+    every file verifies, and the run's own progress bar and summary."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.core.models import DeliveryResult, QAResult
+    from flows.core.s3 import parse_uri
+    from flows.core.workspace import read_json, read_model, read_table, workspace
+    from flows.deliver.manifest import verify
+
+    ws = workspace(settings, wo_id)
+    qa = read_model(store, ws.uri("qa", "result.json"), QAResult)
+    assert qa.passed
+    # The simulated workforce has spammers: they were flagged, their answers excluded, and the items they
+    # touched went to a review round.
+    round0 = read_model(store, ws.uri("qa", "round=0", "result.json"), QAResult)
+    assert round0.excluded_annotators
+    first = read_table(store, ws.uri("qa", "round=0", "rework.parquet")).to_pandas()
+    assert first["reason"].str.contains("excluded_annotator").any()
+    review = read_table(store, ws.uri("split", "round=1", "assignments.parquet"))
+    assert set(review.column("item_id").to_pylist()) == set(first["item_id"])
+    # Every delivered file is complete and its checksum verifies.
+    delivery = read_model(store, ws.uri("deliver", "result.json"), DeliveryResult)
+    assert delivery.delivered_items > 0
+    bucket, key = parse_uri(delivery.manifest_uri)
+    manifest = read_json(store, delivery.manifest_uri)
+    prefix = key.rsplit("/", 1)[0]
+    assert verify(manifest, lambda name: store.get_bytes(bucket, f"{prefix}/{name}")) == []
+    # The run ends with its progress at 100% and a summary linking every report.
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{wo_id}-stages", f"{wo_id}-summary"]))
+        )
+    by_key = {a.key: a for a in found}
+    assert by_key[f"{wo_id}-stages"].data == 100.0
+    summary = str(by_key[f"{wo_id}-summary"].data)
+    assert f"## {wo_id}: delivered {delivery.delivered_items:,} items" in summary
+    assert "| QA report | [open](http" in summary and "| Impact report | [open](http" in summary
+    assert delivery.manifest_uri in summary
