@@ -18,6 +18,7 @@ BENCHES = {
     "consolidation": "Dawid-Skene vs crowd-kit, 100k and 1M items (issue: QA)",
     "validation": "Great Expectations validation of 1M consolidated items vs plain pandas (issue: QA)",
     "deliver_formats": "delivery writers vs per-row writers (issue: deliver)",
+    "work_order_e2e": "100,000-item work order end to end: time per stage, Prefect's share (issue #8)",
 }
 
 

@@ -13,6 +13,14 @@ How people join a Label Studio 1.23 Community instance, and so how the simulatio
 - On a rerun the user exists: log in at ``/user/login/`` the same way (e-mail, password, CSRF) and read the
   token again. Passwords are derived from a key (by default the admin token) and the e-mail, so nothing
   needs storing.
+
+Answering in bulk (for big benchmarks, see :meth:`simulation.workforce.SimulatedWorkforce.work_bulk`): the
+Community edition has no bulk annotation endpoint, but it imports predictions in bulk
+(``POST /api/projects/{id}/import/predictions``) and its Data Manager action ``predictions_to_annotations``
+turns a project's predictions of one ``model_version`` into annotations owned by *the calling user*, in one
+``bulk_create``. So each annotator's planned answers go in as predictions tagged with a model version of
+their own, and that annotator, with their own token, converts them. Annotations made this way have no
+``lead_time`` (null) and are never skips; a prediction already converted is not converted again.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -32,6 +41,9 @@ from flows.core.labelstudio import LabelStudioError
 from simulation.answers import AnnotatorProfile, SimulatedAnswer
 
 DEFAULT_DOMAIN = "sim.kazi.local"
+#: The Data Manager action that turns predictions into annotations of the calling user.
+CONVERT_ACTION = "predictions_to_annotations"
+_CREATED = re.compile(r"Created (\d+) annotations")
 
 
 class Account(NamedTuple):
@@ -208,6 +220,8 @@ class AnnotatorSession:
     def __init__(self, url: str, account: Account, *, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.user_id = account.user_id
+        self._token = account.token
+        self._timeout = timeout
         self._sdk = LabelStudio(base_url=self.url, api_key=account.token.get_secret_value(), timeout=timeout)
 
     def _fail(self, what: str, exc: Exception) -> LabelStudioError:
@@ -259,6 +273,59 @@ class AnnotatorSession:
             self._sdk.annotations.update(id=annotation_id, result=result, lead_time=lead_time, was_cancelled=False)
         except (ApiError, httpx.HTTPError) as exc:
             raise self._fail(f"edit annotation {annotation_id}", exc) from None
+
+    # -- the bulk path ------------------------------------------------------------------------
+    def _post(self, what: str, path: str, body: Any, params: Mapping[str, str | int] | None = None) -> Any:
+        """A JSON POST with this user's token (the SDK's typed models cost more than these calls)."""
+        try:
+            response = httpx.post(
+                f"{self.url}{path}",
+                params=params,
+                content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+                headers={
+                    "Authorization": f"Token {self._token.get_secret_value()}",
+                    "Content-Type": "application/json",
+                },
+                timeout=self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise self._fail(what, exc) from None
+        if response.status_code >= 400:
+            raise LabelStudioError(
+                f"Label Studio at {self.url} answered {response.status_code} to user {self.user_id} trying to "
+                f"{what}: {response.text[:300]}"
+            )
+        return response.json() if response.content else None
+
+    def import_predictions(self, project_id: int, predictions: Sequence[Mapping[str, Any]]) -> int:
+        """Import ``[{"task", "result", "model_version"}, ...]`` in one call; returns how many were created."""
+        if not predictions:
+            return 0
+        answer = self._post(
+            f"import {len(predictions)} predictions into project {project_id}",
+            f"/api/projects/{project_id}/import/predictions",
+            list(predictions),
+        )
+        return int((answer or {}).get("created", 0))
+
+    def convert_predictions(self, project_id: int, model_version: str) -> int:
+        """Turn the project's unconverted predictions of ``model_version`` into annotations of this user.
+
+        Returns:
+            How many annotations Label Studio created.
+        """
+        answer = self._post(
+            f"convert the predictions {model_version!r} of project {project_id} into annotations",
+            "/api/dm/actions",
+            {"selectedItems": {"all": True, "excluded": []}, "model_version": model_version},
+            params={"id": CONVERT_ACTION, "project": project_id},
+        )
+        found = _CREATED.search(str((answer or {}).get("detail", "")))
+        if found is None:
+            raise LabelStudioError(
+                f"Label Studio at {self.url} gave an unexpected answer to {CONVERT_ACTION}: {str(answer)[:300]}"
+            )
+        return int(found.group(1))
 
 
 def sessions(url: str, accounts: Mapping[str, Account]) -> dict[str, AnnotatorSession]:
