@@ -1178,7 +1178,9 @@ _HTML = """<!DOCTYPE html>
 
 <section id="sites">
 <h2>Partner sites</h2>
-<p class="note">Gold accuracy must be at least {{ threshold(qa.min_gold_accuracy) }} at every site{% if min_gold_answers %} that has at least {{ min_gold_answers }} gold answers; a site with fewer is not judged yet (hatched bar){% endif %}.
+<p class="note">Gold accuracy must be at least {{ threshold(qa.min_gold_accuracy) }} at every site
+{%- if min_gold_answers %} that has at least {{ min_gold_answers }} gold answers;
+a site with fewer is not judged yet (hatched bar){% endif %}.
 Figures count the answers that count (excluded annotators left out).
 “Agrees with consensus” is the share of a site's answers equal to the final answer.</p>
 {% for img in images if img.section == 'sites' %}<img src="{{ img.src }}" alt="{{ img.alt }}">{% endfor %}
