@@ -3,7 +3,7 @@
 What runs. The bench brings its stack up (use its own: see the command below), uploads a text-classification
 dataset of ``--items`` items with its gold file and the sample partner registry (two local Label Studio
 instances, nairobi and dadaab), and calls Kazi's parent flow ``work_order_flow`` in this process, as
-``tests/test_work_order_e2e.py`` does: ingest -> split -> annotate (until done) -> QA -> a rework round ->
+the tests do: ingest -> split -> annotate (until done) -> QA -> a rework round ->
 annotate -> QA -> deliver. Meanwhile a simulated workforce, in a process of its own (so its Python work
 does not contend for this process's interpreter lock), answers every project of the work order in bulk
 (:meth:`simulation.workforce.SimulatedWorkforce.work_bulk`: the answers the realistic path would give,
@@ -27,17 +27,21 @@ beside. Task runs are also counted through the Prefect API as a cross-check (it 
 subflow call, Prefect's record of the subflow in its parent).
 
 Annotate passes. The parent flow syncs, and while answers are open sleeps ``sync_interval_seconds`` before
-the next pass. Every pass exports every project of the work order (Label Studio's export, about 1-3 ms per
-annotation here), so a pass at 100,000 items costs minutes, and passes that find the annotators still at
+the next pass. Every pass exports every project of the work order (Label Studio's export, 1-5 ms per
+annotation here), so a pass at 100,000 items costs 5-10 minutes, and passes that find the annotators still at
 work would dominate the run. By default the bench makes that sleep end as soon as the workforce has nothing
-left to answer (``--sync-interval`` is then only the upper bound), as a sync triggered by the annotators
-finishing would; ``--periodic`` sleeps the whole interval instead. Either way the sleep is the waiting time.
+left to answer, and at the latest after ``--sync-interval`` (600 s): a sync at least every ten minutes, and
+one as soon as the annotators are done; ``--periodic`` sleeps the whole interval instead. Either way the sleep
+is the waiting time. At 100,000 items the workforce needs longer than ten minutes after the first pass, so
+the second pass starts while the last batches are being answered, and usually finds them done by the time
+it reaches them (passes export projects in batch order, the workforce answers them in the same order).
 
 Checks after the run: QA passed, a delivery was written, and the annotation log holds exactly the answers
 the workforce made, each under the pseudonym of the annotator who made it (``completed_by`` is the user
 who converted the predictions) with a null lead time.
 
-Run (about 20 minutes for 100,000 items on 2 cores; smaller with ``--items``)::
+Run (measured: 38 minutes for 100,000 items on 2 shared cores, of which 9 minutes in deliver's reconciliation,
+quadratic in the number of items; 8 minutes for 10,000; smaller with ``--items``)::
 
     KAZI_STACK_DIR=.state/bench KAZI_STACK_PORT_BASE=38300 .venv/bin/python -m bench.work_order_e2e --items 100000
 
@@ -582,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sync-interval",
         type=float,
-        default=3600.0,
+        default=600.0,
         help="seconds between annotate passes (at most, unless --periodic)",
     )
     parser.add_argument(
