@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -260,6 +261,11 @@ def prefect_server(settings: Settings) -> ManagedProcess:
     )
 
 
+def worker_online(workers: list[dict[str, Any]], name: str) -> bool:
+    """Whether the pool's worker ``name`` is online, from the API's ``workers/filter`` answer."""
+    return any(w.get("status") == "ONLINE" and w.get("name") == name for w in workers)
+
+
 def prefect_worker(settings: Settings) -> ManagedProcess:
     """A process worker serving the work pool: it runs deployment flow runs as subprocesses.
 
@@ -268,13 +274,16 @@ def prefect_worker(settings: Settings) -> ManagedProcess:
     """
     port = settings.ports.prefect
     pool = settings.work_pool
+    name = f"{pool}-worker-1"
 
     def healthy() -> bool:
+        # An online worker of the pool, not the pool's status: after a server restart the pool can read
+        # READY from a worker that died long ago, and nothing would pick the runs up.
         try:
-            resp = httpx.get(f"http://{HOST}:{port}/api/work_pools/{pool}", timeout=2.0)
+            resp = httpx.post(f"http://{HOST}:{port}/api/work_pools/{pool}/workers/filter", json={}, timeout=2.0)
         except httpx.HTTPError:
             return False
-        return resp.status_code == 200 and resp.json().get("status") == "READY"
+        return resp.status_code == 200 and worker_online(resp.json(), name)
 
     workdir = settings.stack_dir / "prefect"
     env = prefect_env(settings) | {
@@ -284,7 +293,7 @@ def prefect_worker(settings: Settings) -> ManagedProcess:
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
     }
-    argv = [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker-1"]
+    argv = [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", name]
     return ManagedProcess("prefect-worker", argv, workdir, healthy, env=env)
 
 

@@ -61,3 +61,19 @@ def test_a_service_that_never_gets_healthy_times_out_naming_its_log(tmp_path) ->
             proc.wait_healthy(time.monotonic() + 1.5)
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("workers", "online"),
+    [
+        ([{"name": "kazi-local-worker-1", "status": "ONLINE"}], True),
+        # After a server restart the pool reads READY, but its worker died long ago: nothing picks runs up.
+        ([{"name": "kazi-local-worker-1", "status": "OFFLINE"}], False),
+        ([{"name": "someone-else", "status": "ONLINE"}], False),
+        ([], False),
+    ],
+)
+def test_the_worker_counts_as_up_only_when_it_is_online(workers, online) -> None:
+    from flows.stack.services import worker_online
+
+    assert worker_online(workers, "kazi-local-worker-1") is online
