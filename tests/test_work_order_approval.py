@@ -53,7 +53,7 @@ def test_qa_lead_approves_a_failed_work_order_in_the_paused_run(stack_settings, 
 
     wo_id = f"gate-{uuid.uuid4().hex[:8]}"
     registry, dataset, base = prepare_work_order(
-        stack_settings, store, TaskType.IMAGE_CLASSIFICATION, 30, wo_id, seed=5
+        stack_settings, store, TaskType.IMAGE_CLASSIFICATION, 16, wo_id, seed=5
     )
     work_order = base.model_copy(
         update={"qa": QAThresholds(min_confidence=0.7, min_gold_accuracy=0.7, min_agreement=0.99, max_rework_rounds=0)}

@@ -234,6 +234,35 @@ def test_a_review_project_goes_to_annotators_who_have_not_seen_the_item() -> Non
     assert not seen & set(zip(run.log["item_id"], run.log["profile_id"], strict=True))
 
 
+class _SubmitClient(FakeBulkClient):
+    """The realistic path's client: one answer at a time."""
+
+    def submit(self, task_id: int, answer: SimulatedAnswer) -> int:
+        self.project.task(task_id)["annotations"].append(
+            {"id": self.project.next_id, "completed_by": self.user_id, "was_cancelled": answer.was_cancelled}
+        )
+        self.project.next_id += 1
+        return self.project.next_id - 1
+
+
+@pytest.mark.unit
+def test_both_paths_share_what_each_annotator_has_seen() -> None:
+    data = text_classification_dataset(12, seed=1)
+    profiles = [AnnotatorProfile(id=f"p{i}", site_id="s", accuracy=0.9, skip_rate=0.0) for i in range(6)]
+    workforce, payloads = SimulatedWorkforce(profiles, data.truth, seed=3), _payloads(data)
+    # Answers embedded at import belong to no project of the API: they do not count as seen.
+    workforce.bulk_tasks(payloads, {p.id: i for i, p in enumerate(profiles)}, 3)
+    first = FakeBulkProject(payloads, overlap=3)
+    workforce.work(1, {p: _SubmitClient(first, user_id=10 + i) for i, p in enumerate(sorted(workforce.profiles))})
+    review = FakeBulkProject(payloads, overlap=3)
+    run = workforce.work_bulk(2, _clients(workforce, review))
+    assert run.open_tasks == 0
+    log = workforce.log_frame()
+    earlier = set(zip(log.query("project_id == 1")["item_id"], log.query("project_id == 1")["profile_id"], strict=True))
+    assert len(earlier) == 36
+    assert not earlier & set(zip(run.log["item_id"], run.log["profile_id"], strict=True))
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize(
     ("n_annotators", "fraction", "expected_open"),
