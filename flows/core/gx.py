@@ -6,6 +6,7 @@ builds its docs into a local folder and the flow publishes it with :func:`flows.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,39 @@ DOCS_SITE = "kazi"
 INDEX_PAGE = "index.html"
 
 
+def _cache_templates() -> None:
+    """Compile Great Expectations' Jinja templates once per machine, not once per page.
+
+    GX gives every view it renders a new Jinja environment, which compiles each template again: about 1 s
+    of a Data Docs build (of 1.2 s, measured on an ingest's two checkpoints). Jinja's bytecode cache, in
+    a per-user folder of the temporary directory (written atomically, checked against each template's
+    source), lets every environment, and every later process, load the compiled templates instead.
+    """
+    from great_expectations.render.view import view
+
+    view.Environment = _cached_environment()  # type: ignore[misc,assignment]
+
+
+@functools.cache
+def _cached_environment() -> type:
+    import jinja2
+
+    cache = jinja2.FileSystemBytecodeCache()
+
+    class CachedEnvironment(jinja2.Environment):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("bytecode_cache", cache)
+            super().__init__(*args, **kwargs)
+
+    return CachedEnvironment
+
+
 def docs_context(docs_dir: Path) -> AbstractDataContext:
     """A fresh ephemeral context, progress bars off, with one Data Docs site in ``docs_dir``."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _cache_templates()
 
     docs_dir.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="ephemeral")

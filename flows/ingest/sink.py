@@ -143,13 +143,16 @@ class IngestSink:
             return
         items = items.cast(ITEMS)
         shards = items.column("shard").to_numpy()
-        order = np.argsort(shards, kind="stable")
-        sorted_items = items.take(pa.array(order))
-        bounds = np.flatnonzero(np.diff(shards[order])) + 1
+        if np.all(shards[:-1] <= shards[1:]):  # already in shard order, as ingest_batches yields them
+            sorted_items, sorted_shards = items, shards
+        else:
+            order = np.argsort(shards, kind="stable")
+            sorted_items, sorted_shards = items.take(pa.array(order)), shards[order]
+        bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
         starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(order)]])
+        ends = np.concatenate([bounds, [len(sorted_shards)]])
         for start, end in zip(starts, ends, strict=True):
-            shard = int(shards[order[start]])
+            shard = int(sorted_shards[start])
             part = self._items.get(shard)
             if part is None:
                 number = self._next_part.get(shard, 0)
