@@ -271,7 +271,7 @@ _NO_COLUMNS = pa.table({})
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedBatch:
     raw: RawBatch
     canon: CanonicalBatch
     failures: pa.Table  # FAILURES, one row per failing row
@@ -314,41 +314,55 @@ def ingest_batches(
         One :class:`IngestedBatch` per raw batch. The first three fields are the tables.
     """
 
-    def prepare(raw: RawBatch) -> _Prepared:
-        canon = normalise(raw, work_order.columns, n_shards)
-        failures = check_rows(
-            canon.check,
-            contract,
-            missing=canon.missing,
-            classes=work_order.label_schema.classes,
-            check_unique=False,
-        )
-        failures = first_failures(failures)
-        if media_check is not None and work_order.columns.media_uri:
-            failures = _with_media_problems(canon, failures, media_check)
-        rules = dict(contract.columns)
-        optional_missing = tuple(
-            column
-            for canonical, column in canon.missing.items()
-            if raw.table.num_columns and not (canonical in rules and rules[canonical].required)
-        )
-        # The raw columns are in canon.items["record"] now: drop them, memory is bounded by batches in flight.
-        return _Prepared(
-            replace(raw, table=_NO_COLUMNS),
-            canon,
-            failures,
-            optional_missing,
-            raw.records,
-            _quarantined(raw, canon, failures),
-        )
+    def prepare(raw: RawBatch) -> PreparedBatch:
+        return prepare_batch(raw, work_order, contract, media_check=media_check, n_shards=n_shards)
 
-    def finish(p: _Prepared) -> IngestedBatch:
+    def finish(p: PreparedBatch) -> IngestedBatch:
         return _split(p, seen_state)
 
     if threads < 1:
         yield from (finish(prepare(raw)) for raw in batches)
     else:
         yield from _pipelined(batches, prepare, finish, workers=threads - 1)
+
+
+def prepare_batch(
+    raw: RawBatch,
+    work_order: WorkOrder,
+    contract: Contract,
+    *,
+    media_check: MediaCheck | None = None,
+    n_shards: int = N_SHARDS,
+) -> PreparedBatch:
+    """Normalise and check one raw batch: everything before dedupe, which needs no state of the run (so it
+    can run ahead, in another thread)."""
+    canon = normalise(raw, work_order.columns, n_shards)
+    failures = check_rows(
+        canon.check,
+        contract,
+        missing=canon.missing,
+        classes=work_order.label_schema.classes,
+        check_unique=False,
+    )
+    failures = first_failures(failures)
+    if media_check is not None and work_order.columns.media_uri:
+        failures = _with_media_problems(canon, failures, media_check)
+    rules = dict(contract.columns)
+    optional_missing = tuple(
+        column
+        for canonical, column in canon.missing.items()
+        if raw.table.num_columns and not (canonical in rules and rules[canonical].required)
+    )
+    # The raw columns are in canon.items["record"] now, and the checked ones in canon.items: drop both,
+    # memory is bounded by batches in flight.
+    return PreparedBatch(
+        replace(raw, table=_NO_COLUMNS),
+        replace(canon, check=_NO_COLUMNS),
+        failures,
+        optional_missing,
+        raw.records,
+        _quarantined(raw, canon, failures),
+    )
 
 
 def _with_media_problems(canon: CanonicalBatch, failures: pa.Table, check: MediaCheck) -> pa.Table:
@@ -387,7 +401,7 @@ def _quarantined(raw: RawBatch, canon: CanonicalBatch, failures: pa.Table) -> pa
     return pa.concat_tables([raw.rejected, contract_q]) if raw.rejected.num_rows else contract_q
 
 
-def _split(p: _Prepared, state: SeenState) -> IngestedBatch:
+def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     """Dedupe (in order: the only sequential step) and the tables of one batch."""
     raw, canon, failures = p.raw, p.canon, p.failures
     items = canon.items
@@ -440,8 +454,8 @@ _DONE = object()
 
 def _pipelined(
     items: Iterable[RawBatch],
-    prepare: Callable[[RawBatch], _Prepared],
-    finish: Callable[[_Prepared], IngestedBatch],
+    prepare: Callable[[RawBatch], PreparedBatch],
+    finish: Callable[[PreparedBatch], IngestedBatch],
     workers: int,
     depth: int = 2,
 ) -> Iterator[IngestedBatch]:

@@ -36,6 +36,7 @@ from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
 from flows.core.settings import Settings, load_settings
 from flows.core.workspace import read_json, read_model, read_table, workspace
 from flows.ingest import flow as ingest_module
+from flows.ingest import media as media_module
 from flows.ingest.flow import ingest_flow
 from simulation.datasets import SampleDataset, sample_dataset
 
@@ -483,14 +484,14 @@ def test_media_in_a_bucket_kazi_may_not_read_is_quarantined_naming_the_bucket(
     # The test stack's one S3 user may read every bucket, so S3's answer for a locked bucket is injected
     # (a 403 on HEAD, as S3 gives it) for that bucket only; every other HEAD goes to the real S3.
     locked = "kazi-locked-media-for-tests"
-    real_head = ingest_module._head_media
+    real_head = media_module._head_media
 
     def head(store: ObjectStore, bucket: str, key: str) -> None:
         if bucket == locked:
             raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
         real_head(store, bucket, key)
 
-    monkeypatch.setattr(ingest_module, "_head_media", head)
+    monkeypatch.setattr(media_module, "_head_media", head)
     dataset = sample_dataset(TaskType.IMAGE_CLASSIFICATION, 4, bucket=client.bucket, prefix=f"{client.prefix}media")
     client.upload_media(dataset)
     rows = [dict(r) for r in dataset.rows]
@@ -515,14 +516,14 @@ def test_media_check_tells_missing_from_refused_and_fails_on_other_s3_errors() -
         stubber.add_client_error("head_object", service_error_code=code, http_status_code=status)
     stubber.add_response("head_object", {"ContentLength": 1, "ETag": '"x"'})
     with stubber:
-        check = ingest_module.media_check(store, workers=1)
+        check = media_module.media_check(store, workers=1)
         got = check(["s3://b/gone.png", "s3://locked/a.png", "s3://b/here.png", "not-a-uri"])
     assert got["s3://b/gone.png"] == "points at a missing object"
     assert got["s3://locked/a.png"].startswith("cannot be read: S3 refused Kazi access to bucket 'locked' (403)")
     assert set(got) == {"s3://b/gone.png", "s3://locked/a.png"}
     stubber.add_client_error("head_object", service_error_code="InternalError", http_status_code=500)
     with stubber, pytest.raises(S3Error, match="InternalError"):
-        ingest_module.media_check(store, workers=1)(["s3://b/x.png"])
+        media_module.media_check(store, workers=1)(["s3://b/x.png"])
 
 
 @pytest.mark.prefect
