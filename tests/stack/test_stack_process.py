@@ -1,6 +1,7 @@
 import socket
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,3 +78,44 @@ def test_the_worker_counts_as_up_only_when_it_is_online(workers, online) -> None
     from flows.stack.services import worker_online
 
     assert worker_online(workers, "kazi-local-worker-1") is online
+
+
+def fake_venv(tmp_path: Path, python_body: str) -> Path:
+    """A stand-in for Label Studio's environment: ``bin/python`` and ``bin/label-studio`` shell scripts."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for name, body in (("python", python_body), ("label-studio", "exit 0")):
+        script = venv / "bin" / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    return venv
+
+
+def test_label_studio_instances_start_from_one_migrated_database(tmp_path) -> None:
+    from flows.core.settings import Settings
+    from flows.stack.services import init_label_studio, label_studio_instances, label_studio_template_db
+
+    settings = Settings(_env_file=None, stack_dir=tmp_path / "stack", tools_dir=tmp_path / "tools")  # type: ignore[call-arg]
+    # The "migration" writes a database once; run again, it would fail: the template must be reused.
+    venv = fake_venv(
+        tmp_path,
+        f'test -e "{tmp_path}/ran" && exit 3; touch "{tmp_path}/ran"; mkdir -p "$LABEL_STUDIO_BASE_DATA_DIR"; '
+        'printf migrated > "$LABEL_STUDIO_BASE_DATA_DIR/label_studio.sqlite3"',
+    )
+    db = label_studio_template_db(settings, venv)
+    assert db is not None and db.read_text() == "migrated"
+    assert label_studio_template_db(settings, venv) == db
+    assert [p.name for p in (tmp_path / "tools").iterdir()] == [db.parent.parent.name]  # no half-built folder
+    for inst in label_studio_instances(settings):
+        popen = init_label_studio(settings, inst, venv, db)
+        assert popen is not None and popen.wait() == 0
+        assert (inst.workdir / "data" / "label_studio.sqlite3").read_text() == "migrated"
+
+
+def test_a_failed_migration_leaves_no_template_and_instances_init_the_long_way(tmp_path) -> None:
+    from flows.core.settings import Settings
+    from flows.stack.services import label_studio_template_db
+
+    settings = Settings(_env_file=None, stack_dir=tmp_path / "stack", tools_dir=tmp_path / "tools")  # type: ignore[call-arg]
+    assert label_studio_template_db(settings, fake_venv(tmp_path, "exit 1")) is None
+    assert list((tmp_path / "tools").iterdir()) == []
