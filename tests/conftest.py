@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +116,48 @@ def ls_cleanup(ls_client) -> Iterator[list[int]]:  # type: ignore[no-untyped-def
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+@dataclass
+class GateRun:
+    """A work order started with ``kazi run`` whose QA cannot pass: it waits at the QA gate for a QA lead."""
+
+    work_order: Any
+    path: Path
+    workforce: Any
+    started_exit: int
+
+
+@pytest.fixture(scope="session")
+def gate_run(stack_settings, store, tmp_path_factory) -> Iterator[GateRun]:  # type: ignore[no-untyped-def]
+    """Start the QA-gate work order of ``test_work_order_approval`` through the work pool, with its
+    simulated workforce, and hand it over.
+
+    The browser test asks for it too, before it starts its own run: the two end-to-end runs then go
+    through the worker side by side instead of one after the other (each spends most of its time waiting
+    for annotators and polls), which takes about half a minute off the suite. The approval test picks
+    the run up wherever it is (usually already paused at the gate).
+    """
+    from flows.cli import main
+    from flows.core.models import QAThresholds, TaskType
+    from simulation.demo import Workforce, prepare_work_order
+
+    wo_id = f"gate-{uuid.uuid4().hex[:8]}"
+    registry, dataset, base = prepare_work_order(
+        stack_settings, store, TaskType.IMAGE_CLASSIFICATION, 16, wo_id, seed=5
+    )
+    # An agreement no crowd with spammers reaches, and no rework rounds: QA validation fails on purpose.
+    work_order = base.model_copy(
+        update={"qa": QAThresholds(min_confidence=0.7, min_gold_accuracy=0.7, min_agreement=0.99, max_rework_rounds=0)}
+    )
+    path = tmp_path_factory.mktemp("gate") / f"{wo_id}.yaml"
+    path.write_text(work_order.to_yaml())
+    workforce = Workforce(stack_settings, registry, dataset, work_order)
+    workforce.start()
+    try:
+        # A data engineer starts the work order from a terminal.
+        started = main(["run", str(path), "--no-stack", "--no-wait", "--sync-every", "2"])
+        yield GateRun(work_order, path, workforce, started)
+    finally:
+        workforce.stop.set()
+        workforce.join(timeout=30)

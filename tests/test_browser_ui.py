@@ -99,7 +99,11 @@ def _images_load(page: Page) -> bool:
     return bool(page.evaluate("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"))
 
 
-def test_work_order_started_from_the_prefect_ui_shows_its_qa_report_and_data_docs(stack_settings, store) -> None:
+def test_work_order_started_from_the_prefect_ui_shows_its_qa_report_and_data_docs(
+    stack_settings, store, gate_run
+) -> None:
+    # gate_run: the approval test's work order, started now so that it goes through the worker beside
+    # this one (see tests/conftest.py); this test does not look at it.
     from flows.core.models import TaskType
     from flows.run import ensure_deployments
     from simulation.demo import Workforce, prepare_work_order

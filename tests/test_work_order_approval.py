@@ -3,15 +3,16 @@ waits for a QA lead, who approves in the paused run; ``kazi status`` tells the s
 with the stages stubbed, fails the run and delivers nothing.
 
 The work order asks for an agreement no crowd with spammers reaches, with no rework rounds, so its QA
-validation fails on purpose. Runs go through the ``work-order`` deployment and the stack's worker process;
-the simulated workforce answers in this process meanwhile.
+validation fails on purpose. The ``gate_run`` fixture (tests/conftest.py) starts it with ``kazi run``, as
+early as the browser test, so that both end-to-end runs share the worker's time. Runs go through the
+``work-order`` deployment and the stack's worker process; the simulated workforce answers in this process
+meanwhile.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,46 +44,35 @@ def only_active_run(work_order_id: str) -> Any:
 
 
 @pytest.mark.e2e
-def test_qa_lead_approves_a_failed_work_order_in_the_paused_run(stack_settings, store, tmp_path: Path, capsys) -> None:
+def test_qa_lead_approves_a_failed_work_order_in_the_paused_run(gate_run, stack_settings, store, capsys) -> None:
     from prefect.flow_runs import resume_flow_run
 
     from flows.cli import main
-    from flows.core.models import DeliveryResult, QAResult, QAThresholds, TaskType
+    from flows.core.models import DeliveryResult, QAResult
     from flows.core.workspace import read_json, read_model, read_model_or_none, workspace
-    from simulation.demo import Workforce, prepare_work_order
 
-    wo_id = f"gate-{uuid.uuid4().hex[:8]}"
-    registry, dataset, base = prepare_work_order(
-        stack_settings, store, TaskType.IMAGE_CLASSIFICATION, 16, wo_id, seed=5
-    )
-    work_order = base.model_copy(
-        update={"qa": QAThresholds(min_confidence=0.7, min_gold_accuracy=0.7, min_agreement=0.99, max_rework_rounds=0)}
-    )
-    path = tmp_path / f"{wo_id}.yaml"
-    path.write_text(work_order.to_yaml())
+    # `kazi run` started the work order (the gate_run fixture, so that it runs beside the browser test's).
+    work_order, workforce = gate_run.work_order, gate_run.workforce
+    wo_id = work_order.id
     ws = workspace(stack_settings, work_order)
-
-    workforce = Workforce(stack_settings, registry, dataset, work_order)
-    workforce.start()
-    try:
-        # A data engineer starts the work order from a terminal; QA fails and the run waits for a QA lead.
-        assert main(["run", str(path), "--no-stack", "--no-wait", "--sync-every", "2"]) == 0
-        first = only_active_run(wo_id)
-        # Starting it again by mistake while it runs is refused, naming the run.
-        assert main(["run", str(path), "--no-stack", "--no-wait", "--sync-every", "2"]) == 1
-        assert str(first.id) in capsys.readouterr().err
-        wait_for_state(first.id, {"PAUSED"})
-        failed = read_model(store, ws.uri("qa", "result.json"), QAResult)
-        assert failed.passed is False and failed.approved is None
-        assert read_model_or_none(store, ws.uri("deliver", "result.json"), DeliveryResult) is None
-        # The QA lead reads the report and approves, with a comment: the run delivers.
-        resume_flow_run(
-            first.id, run_input={"approve": True, "reviewer": REVIEWER, "comment": "Client accepts 0.9 agreement."}
-        )
-        wait_for_state(first.id, {"COMPLETED"})
-    finally:
-        workforce.stop.set()
-        workforce.join(timeout=30)
+    assert gate_run.started_exit == 0
+    first = only_active_run(wo_id)
+    # Starting it again by mistake while it runs is refused, naming the run.
+    capsys.readouterr()
+    assert main(["run", str(gate_run.path), "--no-stack", "--no-wait", "--sync-every", "2"]) == 1
+    assert str(first.id) in capsys.readouterr().err
+    # QA fails and the run waits for a QA lead.
+    wait_for_state(first.id, {"PAUSED"})
+    failed = read_model(store, ws.uri("qa", "result.json"), QAResult)
+    assert failed.passed is False and failed.approved is None
+    assert read_model_or_none(store, ws.uri("deliver", "result.json"), DeliveryResult) is None
+    # The QA lead reads the report and approves, with a comment: the run delivers.
+    resume_flow_run(
+        first.id, run_input={"approve": True, "reviewer": REVIEWER, "comment": "Client accepts 0.9 agreement."}
+    )
+    wait_for_state(first.id, {"COMPLETED"})
+    workforce.stop.set()
+    workforce.join(timeout=30)
     assert workforce.error is None
     delivery = read_model(store, ws.uri("deliver", "result.json"), DeliveryResult)
     manifest = read_json(store, delivery.manifest_uri)
