@@ -8,6 +8,8 @@ it); a missing service is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,9 +38,23 @@ def pytest_configure(config: pytest.Config) -> None:
             mp.setenv(name, value)
     base = int(os.environ["KAZI_STACK_PORT_BASE"])
     mp.setenv("PREFECT_API_URL", f"http://127.0.0.1:{base}/api")
-    mp.setenv("PREFECT_HOME", str(Path(os.environ["KAZI_STACK_DIR"]) / "prefect-client"))
+    prefect_home = Path(os.environ["KAZI_STACK_DIR"]) / "prefect-client"
+    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect warns at import when it cannot create it
+    mp.setenv("PREFECT_HOME", str(prefect_home))
     mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     mp.setenv("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A stack started for tests that then never asked for it (interrupted early) is stopped again."""
+    proc = _STACK.pop("proc", None)
+    if proc is not None:
+        proc.wait()
+        if os.environ.get("KAZI_TEST_KEEP_STACK") != "1":
+            from flows.core.settings import load_settings
+            from flows.stack.services import LocalStack
+
+            LocalStack(load_settings()).down()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -47,6 +63,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         mp.undo()
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected: only the tests that will run count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test carries exactly one marker saying what it needs."""
     bad = []
@@ -57,6 +74,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if bad:
         raise pytest.UsageError(
             "each test needs exactly one of the markers " + ", ".join(sorted(ALL_MARKERS)) + ":\n  " + "\n  ".join(bad)
+        )
+    # Unit tests first (in their order), while the stack starts in the background for the rest.
+    items[:] = sorted(items, key=lambda item: 0 if item.get_closest_marker("unit") else 1)
+    if not config.option.collectonly and any(not item.get_closest_marker("unit") for item in items):
+        _start_stack()
+
+
+_STACK: dict[str, Any] = {}
+
+
+def _start_stack() -> None:
+    """Start the test stack unless it runs: ``kazi stack up`` in a subprocess, which the ``stack_settings``
+    fixture waits for. Started at collection, it comes up (about a minute and a half on a fresh clone,
+    most of it Label Studio's first set-up) while the unit tests run. A subprocess, not a thread: its
+    environment is fixed now, whatever the unit tests set in this process meanwhile."""
+    from flows.core.settings import load_settings
+    from flows.stack.services import LocalStack
+
+    settings = load_settings()
+    _STACK["was_running"] = all(s.running for s in LocalStack(settings).status())
+    if _STACK["was_running"]:
+        return
+    log = settings.stack_dir / "test-stack-up.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _STACK["log"] = log
+    with log.open("wb") as out:
+        _STACK["proc"] = subprocess.Popen(
+            [str(Path(sys.executable).with_name("kazi")), "stack", "up"],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -69,9 +118,14 @@ def stack_settings():  # type: ignore[no-untyped-def]
 
     settings = load_settings()
     stack = LocalStack(settings)
-    was_running = all(s.running for s in stack.status())
-    if not was_running:
-        stack.up(progress=False)
+    if "was_running" not in _STACK:
+        _start_stack()
+    proc = _STACK.pop("proc", None)
+    if proc is not None and proc.wait() != 0:
+        from flows.stack.process import tail
+
+        pytest.fail(f"the test stack did not start (kazi stack up exited {proc.returncode}):\n{tail(_STACK['log'])}")
+    was_running = _STACK["was_running"]
     ObjectStore(settings).ensure_bucket(settings.workspace_bucket)
     yield settings
     if not was_running and os.environ.get("KAZI_TEST_KEEP_STACK") != "1":
