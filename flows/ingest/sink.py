@@ -14,6 +14,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,9 @@ ROWS_PER_PART = 1_000_000
 #: held (about 100 MB).
 ROW_GROUP_ROWS = 16_384
 _UPLOADS_IN_FLIGHT = 2
+#: Row groups queued for the writer thread: Parquet encoding and zstd (which release the GIL) run beside
+#: the caller's next batch instead of in its way.
+_WRITES_IN_FLIGHT = 4
 _UPLOAD_CHUNK = 8 << 20
 
 
@@ -56,18 +61,27 @@ class _Part:
     held: list[pa.Table] = field(default_factory=list)
     held_rows: int = 0
 
-    def write(self, rows: pa.Table, group_rows: int) -> None:
-        """Add rows; they are written once ``group_rows`` are held (or at :meth:`flush`)."""
+    def add(self, rows: pa.Table, group_rows: int) -> pa.Table | None:
+        """Hold rows; once ``group_rows`` are held, returns them as one row group to write."""
         self.held.append(rows)
         self.held_rows += rows.num_rows
         self.rows += rows.num_rows
-        if self.held_rows >= group_rows:
-            self.flush()
+        return self.take() if self.held_rows >= group_rows else None
 
-    def flush(self) -> None:
-        if self.held:
-            self.writer.write_table(pa.concat_tables(self.held))
-            self.held, self.held_rows = [], 0
+    def take(self) -> pa.Table | None:
+        """The rows held, as one table (None when there are none), and hold nothing."""
+        if not self.held:
+            return None
+        table = pa.concat_tables(self.held)
+        self.held, self.held_rows = [], 0
+        return table
+
+    def close(self) -> None:
+        """Write what is held and close the file (on the writer thread, after the part's writes)."""
+        table = self.take()
+        if table is not None:
+            self.writer.write_table(table)
+        self.writer.close()
 
 
 class IngestSink:
@@ -102,6 +116,9 @@ class IngestSink:
         self._quarantine: _Part | None = None
         self._duplicates: _Part | None = None
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="kazi-upload")
+        # One writer thread: every file's writes (and its close) run in the order they were asked for.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kazi-write")
+        self._writes: deque[Future[None]] = deque()
         self._uploads: list[Future[None]] = []
         self._opened = 0
 
@@ -121,9 +138,15 @@ class IngestSink:
         local = self._stage / f"{self._opened:05d}.parquet"
         return _Part(pq.ParquetWriter(str(local), schema, **PARQUET_OPTIONS), local, key)
 
-    def _upload(self, part: _Part) -> None:
-        part.flush()
-        part.writer.close()
+    def _write_later(self, write: Callable[..., None], *args: object) -> Future[None]:
+        while len(self._writes) >= _WRITES_IN_FLIGHT:
+            self._writes.popleft().result()
+        future = self._writer.submit(write, *args)
+        self._writes.append(future)
+        return future
+
+    def _upload(self, part: _Part, closed: Future[None]) -> None:
+        closed.result()
         if isinstance(self.fs, pafs.LocalFileSystem):
             self.fs.create_dir(part.key.rsplit("/", 1)[0], recursive=True)
         # Chunk by chunk, each flushed: pyarrow's S3 stream uploads in the background without back-pressure,
@@ -138,7 +161,7 @@ class IngestSink:
         # At most a few uploads queued: a slow S3 slows the ingest instead of filling the local disk.
         while len(self._uploads) >= _UPLOADS_IN_FLIGHT:
             self._uploads.pop(0).result()
-        self._uploads.append(self._pool.submit(self._upload, part))
+        self._uploads.append(self._pool.submit(self._upload, part, self._write_later(part.close)))
 
     def write_items(self, items: pa.Table) -> None:
         if items.num_rows == 0:
@@ -160,7 +183,9 @@ class IngestSink:
                 number = self._next_part.get(shard, 0)
                 self._next_part[shard] = number + 1
                 part = self._items[shard] = self._open(self.shard_path(shard, number), ITEMS)
-            part.write(sorted_items.slice(int(start), int(end - start)), ROW_GROUP_ROWS)
+            group = part.add(sorted_items.slice(int(start), int(end - start)), ROW_GROUP_ROWS)
+            if group is not None:
+                self._write_later(part.writer.write_table, group)
             if part.rows >= self.rows_per_part:
                 self._upload_later(self._items.pop(shard))
 
@@ -168,13 +193,13 @@ class IngestSink:
         if rows.num_rows:
             if self._quarantine is None:
                 self._quarantine = self._open(self.quarantine_path, QUARANTINE)
-            self._quarantine.writer.write_table(rows.select(QUARANTINE.names).cast(QUARANTINE))
+            self._write_later(self._quarantine.writer.write_table, rows.select(QUARANTINE.names).cast(QUARANTINE))
 
     def write_duplicates(self, rows: pa.Table) -> None:
         if rows.num_rows:
             if self._duplicates is None:
                 self._duplicates = self._open(self.duplicates_path, DUPLICATES)
-            self._duplicates.writer.write_table(rows.select(DUPLICATES.names).cast(DUPLICATES))
+            self._write_later(self._duplicates.writer.write_table, rows.select(DUPLICATES.names).cast(DUPLICATES))
 
     def close(self) -> None:
         """Close every writer and upload what is left; tables that got no rows are written empty."""
@@ -183,7 +208,9 @@ class IngestSink:
         parts.append(self._quarantine or self._open(self.quarantine_path, QUARANTINE))
         parts.append(self._duplicates or self._open(self.duplicates_path, DUPLICATES))
         try:
-            self._uploads += [self._pool.submit(self._upload, p) for p in parts]
+            self._uploads += [self._pool.submit(self._upload, p, self._write_later(p.close)) for p in parts]
+            while self._writes:  # a failed write fails the ingest, even when its file closed
+                self._writes.popleft().result()
             for upload in self._uploads:
                 upload.result()
         finally:
@@ -191,9 +218,11 @@ class IngestSink:
 
     def _abort(self) -> None:
         """Stop uploading and drop the staging folder (nothing more is written)."""
-        for upload in self._uploads:
-            upload.cancel()
+        for future in [*self._uploads, *self._writes]:
+            future.cancel()
+        self._writer.shutdown(wait=True)
         self._pool.shutdown(wait=True)
+        self._writes.clear()
         self._uploads = []
         for part in [*self._items.values(), self._quarantine, self._duplicates]:
             if part is not None and part.writer.is_open:

@@ -83,6 +83,29 @@ def test_a_failed_run_uploads_nothing_and_leaves_no_staging_files(tmp_path: Path
     assert list(stage.iterdir()) == []
 
 
+def test_a_write_that_fails_on_the_writer_thread_fails_the_close_and_uploads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, stage = tmp_path / "out", tmp_path / "stage"
+    stage.mkdir()
+    real = pq.ParquetWriter.write_table
+    calls = []
+
+    def disk_full(self: pq.ParquetWriter, table: pa.Table, *args: object, **kwargs: object) -> None:
+        calls.append(table.num_rows)
+        if len(calls) == 2:  # one row group written, the next one fails
+            raise OSError("No space left on device")
+        real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", disk_full)
+    sink = IngestSink(pafs.LocalFileSystem(), str(out), 1, staging_dir=stage)
+    with pytest.raises(OSError, match="No space left"), sink:
+        for start in range(0, 4 * 16_384, 16_384):
+            sink.write_items(items(start, 16_384, shards=1))
+    assert not out.exists() or list(out.rglob("*.parquet")) == []
+    assert list(stage.iterdir()) == []
+
+
 def test_the_quarantine_tally_keeps_the_first_rows_and_counts_every_field() -> None:
     tally = QuarantineTally(limit=3)
     tally.add(quarantined([1, 2], "text"))
