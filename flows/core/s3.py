@@ -19,10 +19,13 @@ from urllib.parse import urlparse
 
 import boto3
 import pyarrow.fs as pafs
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from flows.core.settings import Settings
+
+_PART = 8 << 20  # multipart part size of file uploads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -283,6 +286,20 @@ class ObjectStore:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires
         )
+
+    def upload_file(self, local: Path, path: str) -> None:
+        """Upload a local file to ``path`` (``bucket/key``) with boto3's managed transfer: multipart in
+        8 MB parts, two at a time, so memory stays at about 16 MB whatever the file's size (pyarrow's S3
+        output stream buffers parts without back-pressure: measured +200 MB for a file of 10M rows).
+        """
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, key = path.split("/", 1)
+        config = TransferConfig(multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=2)
+        try:
+            self.client.upload_file(str(local), bucket, key, Config=config)
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise self._explain(exc, bucket, key) from None
 
     def upload_dir(self, local_dir: Path, bucket: str, prefix: str) -> list[ObjectInfo]:
         """Upload a folder (e.g. Great Expectations Data Docs) with the right Content-Types."""

@@ -126,7 +126,7 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
     recon = Reconciliation()
     root = f"{ws.bucket}/{ws.key('ingest', version)}"
     try:
-        with IngestSink(store.filesystem, root, N_SHARDS) as sink:
+        with IngestSink(store.filesystem, root, N_SHARDS, upload=store.upload_file) as sink:
             for n, source in enumerate(sources, start=1):
                 bucket, key = parse_uri(source.uri)
                 batches = iter_batches(store.filesystem, f"{bucket}/{key}", work_order.source.format, name=source.uri)

@@ -39,6 +39,21 @@ def test_list_follows_pagination(store, stack_settings, s3_prefix) -> None:
     assert keys == [f"{s3_prefix}p/{i:03d}" for i in range(23)]
 
 
+def test_upload_file_sends_a_large_file_in_parts_and_names_a_missing_bucket(
+    store, stack_settings, s3_prefix, tmp_path
+) -> None:
+    bucket = stack_settings.workspace_bucket
+    local = tmp_path / "big.bin"
+    data = bytes(range(256)) * (20 * 4096 + 7)  # about 21 MB: three 8 MB parts
+    local.write_bytes(data)
+    store.upload_file(local, f"{bucket}/{s3_prefix}big.bin")
+    head = store.head(bucket, s3_prefix + "big.bin")
+    assert head is not None and head.size == len(data) and head.etag.endswith("-3")  # a multipart upload
+    assert store.get_bytes(bucket, s3_prefix + "big.bin") == data
+    with pytest.raises(S3Error, match="kazi-no-such-bucket"):
+        store.upload_file(local, "kazi-no-such-bucket/x.bin")
+
+
 def test_missing_key_and_missing_bucket_errors(store, stack_settings, s3_prefix) -> None:
     bucket = stack_settings.workspace_bucket
     with pytest.raises(ObjectNotFound, match=s3_prefix + "nope"):
