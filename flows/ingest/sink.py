@@ -2,7 +2,8 @@
 
 Files are written to a local staging folder and uploaded whole, not streamed to S3: an S3 output stream
 holds its multipart buffers in memory (about 15 MB each, measured about 300 MB for the 18 open tables of a
-run), a local file holds nothing, and the upload holds one 8 MB chunk per file in flight. A shard's file
+run), a local file holds nothing, and the upload (boto3's managed transfer on S3, see ``upload``) holds
+two 8 MB parts per file in flight. Row groups are encoded and compressed on a writer thread. A shard's file
 is closed after :data:`ROWS_PER_PART` rows and uploaded by a background thread while the next part fills,
 so uploading overlaps the work and the staging folder stays small; the rest is uploaded in parallel at
 :meth:`IngestSink.close`. Keys are deterministic for an ingest version (parts roll over at fixed row
