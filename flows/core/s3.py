@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import boto3
 import pyarrow.fs as pafs
 from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
@@ -292,8 +293,6 @@ class ObjectStore:
         8 MB parts, two at a time, so memory stays at about 16 MB whatever the file's size (pyarrow's S3
         output stream buffers parts without back-pressure: measured +200 MB for a file of 10M rows).
         """
-        from boto3.s3.transfer import TransferConfig
-
         bucket, key = path.split("/", 1)
         config = TransferConfig(multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=2)
         try:

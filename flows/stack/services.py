@@ -111,10 +111,15 @@ def seaweedfs(settings: Settings) -> ManagedProcess:
 # --- Label Studio -------------------------------------------------------------------------------
 
 
+def _label_studio_version() -> str:
+    """What names an installed Label Studio: a digest of the committed requirements."""
+    return hashlib.sha256(LABEL_STUDIO_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+
+
 def label_studio_venv(settings: Settings) -> Path:
     """Create (once) Label Studio's own virtual environment from the committed requirements."""
     venv = settings.tools_dir / "label-studio"
-    digest = hashlib.sha256(LABEL_STUDIO_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    digest = _label_studio_version()
     stamp = venv / ".kazi-installed"
     if stamp.exists() and stamp.read_text() == digest:
         return venv
@@ -152,6 +157,11 @@ class LabelStudioInstance:
     def name(self) -> str:
         return f"label-studio-{'abcd'[self.index]}"
 
+    @property
+    def initialised(self) -> Path:
+        """Stamp written once the instance's one-time init succeeded."""
+        return self.workdir / ".kazi-initialised"
+
 
 def label_studio_instances(settings: Settings) -> list[LabelStudioInstance]:
     return [
@@ -164,23 +174,30 @@ def label_studio_instances(settings: Settings) -> list[LabelStudioInstance]:
     ]
 
 
-def _label_studio_env(settings: Settings, inst: LabelStudioInstance) -> dict[str, str]:
+def _label_studio_base_env(workdir: Path) -> dict[str, str]:
+    """What every Label Studio process of the stack runs with: its data under ``workdir``, SQLite, quiet."""
     return {
-        "LABEL_STUDIO_BASE_DATA_DIR": str(inst.workdir / "data"),
+        "LABEL_STUDIO_BASE_DATA_DIR": str(workdir / "data"),
+        "DJANGO_DB": "sqlite",
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
+        "LOG_LEVEL": "WARNING",
+        "TMPDIR": str(workdir),
+    }
+
+
+def _label_studio_env(settings: Settings, inst: LabelStudioInstance) -> dict[str, str]:
+    return {
+        **_label_studio_base_env(inst.workdir),
         # The local S3 server lives on loopback, which Label Studio bans as SSRF protection by
         # default; allow it on the local stack only (link-local stays banned).
         "USE_DEFAULT_BANNED_SUBNETS": "false",
         "USER_ADDITIONAL_BANNED_SUBNETS": "169.254.0.0/16,fe80::/10",
         "LABEL_STUDIO_HOST": inst.url,
-        "DJANGO_DB": "sqlite",
         # A stable key per instance, so browser sessions survive a restart of the stack.
         "SECRET_KEY": hashlib.sha256(
             f"{settings.stack_admin_password.get_secret_value()}:{inst.url}".encode()
         ).hexdigest(),
-        "LOG_LEVEL": "WARNING",
-        "TMPDIR": str(inst.workdir),
     }
 
 
@@ -199,7 +216,7 @@ def label_studio_template_db(settings: Settings, venv: Path) -> Path | None:
     nothing and init takes about 5 s each. The migration runs Label Studio's own start-up code (its
     ``server`` module); if that ever fails, instances are initialised the long way (None is returned).
     """
-    digest = hashlib.sha256(LABEL_STUDIO_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    digest = _label_studio_version()
     folder = settings.tools_dir / f"label-studio-db-{digest}"
     db = folder / "data" / _DB_FILE
     if db.exists():
@@ -208,16 +225,7 @@ def label_studio_template_db(settings: Settings, venv: Path) -> Path | None:
     building = settings.tools_dir / f".label-studio-db-{digest}-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(building / "data"),
-        "DJANGO_DB": "sqlite",
-        "LATEST_VERSION_CHECK": "false",
-        "COLLECT_ANALYTICS": "false",
-        "LOG_LEVEL": "WARNING",
-        "SECRET_KEY": os.urandom(16).hex(),
-        "TMPDIR": str(building),
-    }
+    env = {**os.environ, **_label_studio_base_env(building), "SECRET_KEY": os.urandom(16).hex()}
     with (building / "migrate.log").open("wb") as log:
         done = subprocess.run(
             [str(venv / "bin" / "python"), "-c", _MIGRATE],
@@ -243,8 +251,7 @@ def init_label_studio(
 ) -> subprocess.Popen[bytes] | None:
     """Start the one-time, non-interactive init of an instance (admin user + API token), from a copy of
     ``template_db`` when there is one (see :func:`label_studio_template_db`)."""
-    stamp = inst.workdir / ".kazi-initialised"
-    if stamp.exists():
+    if inst.initialised.exists():
         return None
     inst.workdir.mkdir(parents=True, exist_ok=True)
     data = inst.workdir / "data"
@@ -401,7 +408,7 @@ class LocalStack:
         venv = label_studio_venv(s)
         instances = label_studio_instances(s)
         template_db = None
-        if any(not (inst.workdir / ".kazi-initialised").exists() for inst in instances):
+        if any(not inst.initialised.exists() for inst in instances):
             say("  preparing Label Studio's database (first run only, about 40 s)")
             template_db = label_studio_template_db(s, venv)
         inits = [(inst, init_label_studio(s, inst, venv, template_db)) for inst in instances]
@@ -417,7 +424,7 @@ class LocalStack:
                     f"Label Studio init failed for {inst.name}; see {inst.workdir / 'init.log'}:\n"
                     f"{tail(inst.workdir / 'init.log')}"
                 )
-            (inst.workdir / ".kazi-initialised").write_text("ok")
+            inst.initialised.write_text("ok")
         ls_procs = [label_studio(s, inst, venv) for inst in instances]
         for proc in ls_procs:
             if proc.start():
