@@ -176,7 +176,15 @@ def ensure_annotators(
                 else:
                     if invite_path is None:
                         invite_path = str(_checked(admin.get("/api/invite"), "get the invite link")["invite_url"])
-                    token = sign_up(url, invite_path, email, password, timeout=timeout)
+                    try:
+                        token = sign_up(url, invite_path, email, password, timeout=timeout)
+                    except LabelStudioError as refused:
+                        # Signed up since the list was read, by a workforce beside this one (Label Studio
+                        # then refuses the form): log in as that user; anything else is the refusal.
+                        try:
+                            token = log_in(url, email, password, timeout=timeout)
+                        except LabelStudioError:
+                            raise refused from None
                     by_email[email] = _whoami(url, token, timeout)["id"]
                     _checked(
                         admin.patch(

@@ -42,6 +42,23 @@ def accounts(stack_settings: Settings) -> dict[str, Account]:
     return ensure_annotators(url, token, PROFILES)
 
 
+def test_two_workforces_onboarding_the_same_new_annotators_at_once_get_the_same_users(
+    stack_settings: Settings, unique: str
+) -> None:
+    # Two work orders on one site start their workforces together: both find the users missing, both sign
+    # them up; the one that loses the race logs in instead of failing.
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, token = _instance(stack_settings, 1)
+    profiles = [
+        AnnotatorProfile(id=f"race-{unique}-a{i}", site_id="race", accuracy=0.9, skip_rate=0.0) for i in range(4)
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: ensure_annotators(url, token, profiles), range(2))
+    assert {p: a.user_id for p, a in first.items()} == {p: a.user_id for p, a in second.items()}
+    assert len({a.user_id for a in first.values()}) == len(profiles)
+
+
 def _work_order(data: SampleDataset, overlap: int) -> WorkOrder:
     return WorkOrder(
         id="simtest-0001",
