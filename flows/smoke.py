@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
+from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the module)
 from flows.core.labelstudio import LabelStudioClient, ProjectSpec
 from flows.core.s3 import ObjectStore
 from flows.core.settings import load_settings

@@ -18,6 +18,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows.annotate.flow import annotate_flow
+from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the module)
 from flows.core.models import AnnotateResult, DeliveryResult, QAResult, WorkOrder
 from flows.core.s3 import ObjectStore, parse_uri
 from flows.core.settings import load_settings

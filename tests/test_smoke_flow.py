@@ -33,7 +33,8 @@ def test_smoke_flow_writes_s3_creates_a_project_and_logs_no_secret(stack_setting
     messages: list[str] = []
     for _ in range(20):
         messages = asyncio.run(flow_run_logs(state.state_details.flow_run_id))
-        if any("Wrote and read back" in m for m in messages):
+        # Logs reach the server in batches: wait for both lines, not just the first.
+        if any("Wrote and read back" in m for m in messages) and any("Label Studio project" in m for m in messages):
             break
         time.sleep(0.5)
     assert any("Wrote and read back" in m for m in messages), messages

@@ -67,6 +67,7 @@ from flows.annotate.pull import (
 from flows.annotate.reassign import PendingMove, move_tasks, moved_due_at, pending_moves, spare_capacity
 from flows.annotate.sla import MoveError, MovePlan, apply_moves, current_batches, overdue_batches, plan_move
 from flows.annotate.sync import latest_versions
+from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the module)
 from flows.core.labelstudio import LabelStudioClient, LabelStudioError, SecretNotFound
 from flows.core.models import AnnotateResult, PartnerRegistry, PartnerSite, SplitResult, WorkOrder
 from flows.core.s3 import ObjectNotFound, ObjectStore

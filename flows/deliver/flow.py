@@ -40,6 +40,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, SecretStr
 
+from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the module)
 from flows.core.models import DeliveryResult, IngestResult, PartnerRegistry, QAResult, WorkOrder
 from flows.core.s3 import ObjectStore, parse_uri
 from flows.core.schemas import CONSOLIDATED

@@ -60,6 +60,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the module)
 from flows.core.data_docs import publish_data_docs
 from flows.core.models import AnnotateResult, IngestResult, PartnerRegistry, QAResult, TaskType, WorkOrder
 from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri

@@ -60,6 +60,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from pydantic import BaseModel
 
+from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the module)
 from flows.core.labelstudio import LabelStudioClient
 from flows.core.models import IngestResult, PartnerSite, QAResult, SplitResult, TaskType, WorkOrder, Workspace
 from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri, sha256_hex
