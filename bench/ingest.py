@@ -95,7 +95,7 @@ def run_baseline(src: Path, fmt: str, out: Path) -> int:
     return rows
 
 
-def run_kazi(src: Path, fmt: str, out: Path, threads: int = 1) -> int:
+def run_kazi(src: Path, fmt: str, out: Path, threads: int = 2) -> int:
     order = WorkOrder.model_validate(
         {
             "id": "bench-0001",
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side, alternating; the best time counts")
     parser.add_argument(
-        "--threads", type=int, default=1, help="ingest_batches threads: 0 none, 1 a reader, N a reader and N-1 workers"
+        "--threads", type=int, default=2, help="ingest_batches threads: 0 none, 1 a reader, N a reader and N-1 workers"
     )
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,7 @@ from flows.ingest.read import RawBatch
 _ROW_BITS = 40
 _ROW_MASK = (1 << _ROW_BITS) - 1
 ACCEPTED, ID_DUPLICATE, CONTENT_DUPLICATE = 0, 1, 2
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -56,6 +57,14 @@ class SeenState:
     contents: DigestIndex = field(default_factory=DigestIndex)
     objects: list[str] = field(default_factory=list)
     _object_index: dict[str, int] = field(default_factory=dict)
+    _helper: ThreadPoolExecutor | None = None
+
+    def beside(self, work: Callable[[], _T]) -> Future[_T]:
+        """Run ``work`` on this state's helper thread: the two indexes are independent, and their C
+        kernels release the GIL, so the content index works beside the id index."""
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="kazi-dedupe")
+        return self._helper.submit(work)
 
     def locations(self, source_object: str, rows: np.ndarray) -> np.ndarray:
         index = self._object_index.get(source_object)
@@ -69,7 +78,10 @@ class SeenState:
         return [self.objects[i] for i in (locs >> _ROW_BITS).tolist()], locs & _ROW_MASK
 
     def close(self) -> None:
-        """Delete what the indexes wrote to disk."""
+        """Delete what the indexes wrote to disk, and stop the helper thread."""
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
+            self._helper = None
         self.ids.close()
         self.contents.close()
 
@@ -96,10 +108,15 @@ def find_duplicates(
     dup_of = np.full(n, -1, dtype=np.int64)
     if n == 0:
         return kind, dup_of
+
+    def contents_side() -> tuple[np.ndarray, np.ndarray]:
+        labels = state.contents.labels(content_keys)
+        return labels, np.where(has_content, state.contents.lookup(labels, content_keys), -1)
+
+    contents = state.beside(contents_side)
     id_lab = state.ids.labels(id_keys)
-    c_lab = state.contents.labels(content_keys)
     g_id = state.ids.lookup(id_lab, id_keys)
-    g_c = np.where(has_content, state.contents.lookup(c_lab, content_keys), -1)
+    c_lab, g_c = contents.result()
 
     seen_id = g_id >= 0
     kind[seen_id] = ID_DUPLICATE
@@ -118,9 +135,12 @@ def find_duplicates(
     if len(conflicts):
         _resolve_in_order(conflicts, id_keys, content_keys, has_content, g_c, locs, kind, dup_of)
     accepted = kind == ACCEPTED
-    state.ids.insert(id_lab[accepted], id_keys[accepted], locs[accepted])
     with_content = accepted & has_content
-    state.contents.insert(c_lab[with_content], content_keys[with_content], locs[with_content])
+    inserted = state.beside(
+        lambda: state.contents.insert(c_lab[with_content], content_keys[with_content], locs[with_content])
+    )
+    state.ids.insert(id_lab[accepted], id_keys[accepted], locs[accepted])
+    inserted.result()
     return kind, dup_of
 
 
@@ -278,6 +298,9 @@ class PreparedBatch:
     optional_missing: tuple[str, ...]  # mapped client columns the file lacks, whose rows were kept
     rows_read: int
     quarantined: pa.Table
+    items: pa.Table  # canon.items, in shard order
+    order: np.ndarray | None  # items' rows in canon order (None: the same order)
+    item_ids: pa.ChunkedArray  # canon order
 
 
 def ingest_batches(
@@ -288,7 +311,7 @@ def ingest_batches(
     *,
     media_check: MediaCheck | None = None,
     n_shards: int = N_SHARDS,
-    threads: int = 1,
+    threads: int = 2,
 ) -> Generator[IngestedBatch, None, None]:
     """Read -> normalise -> check -> dedupe, batch by batch: the pure core of the ingest flow.
 
@@ -304,14 +327,15 @@ def ingest_batches(
         n_shards: Shards of the items table.
         threads: 0 runs everything in the caller's thread; 1 adds a thread that reads the next batches
             ahead (waiting on S3 and parsing, mostly outside the GIL) while the caller maps, checks,
-            deduplicates and writes; each thread more maps and checks batches ahead too. More than one
-            buys little on two cores: the GIL hands over between Python threads about once per numpy
-            call (measured on a local file, 2.5M rows: 5.3-6.9 s of CPU with 0 threads, 7.4-8.4 s with
-            2; on S3 the wall times of 1 and 2 were within the noise of a shared machine, and 1 holds
-            about 80 MB less). The output is the same either way.
+            deduplicates and writes; 2 (the default) also maps and checks the next batch on a thread of
+            its own, so the caller only deduplicates (the one step that must go in order) and hands the
+            rows on. The kernels release the GIL: on S3, 2.5M rows, canonicalise took 9.2 s with 2
+            against 10.4 s with 1 before dedupe was made cheaper, and more threads buy nothing on two
+            cores. The output is the same either way.
 
     Yields:
-        One :class:`IngestedBatch` per raw batch. The first three fields are the tables.
+        One :class:`IngestedBatch` per raw batch. The first three fields are the tables; the accepted
+        rows come in shard order (sorted ahead, on the preparing thread), each shard's in file order.
     """
 
     def prepare(raw: RawBatch) -> PreparedBatch:
@@ -353,15 +377,25 @@ def prepare_batch(
         for canonical, column in canon.missing.items()
         if raw.table.num_columns and not (canonical in rules and rules[canonical].required)
     )
+    quarantined = _quarantined(raw, canon, failures)
+    # Items in shard order (stable: a shard's rows stay in file order), here, ahead of the sequential
+    # dedupe: the sink writes each shard's slice as it comes. Dedupe still sees the rows in file order.
+    shards = canon.items.column("shard").to_numpy()
+    order = np.argsort(shards, kind="stable").astype(np.int64)
+    in_order = bool(np.all(order[1:] > order[:-1]))
+    by_shard = canon.items if in_order else canon.items.take(pa.array(order))
     # The raw columns are in canon.items["record"] now, and the checked ones in canon.items: drop both,
     # memory is bounded by batches in flight.
     return PreparedBatch(
         replace(raw, table=_NO_COLUMNS),
-        replace(canon, check=_NO_COLUMNS),
+        replace(canon, items=_NO_COLUMNS, check=_NO_COLUMNS),
         failures,
         optional_missing,
         raw.records,
-        _quarantined(raw, canon, failures),
+        quarantined,
+        by_shard,
+        None if in_order else order,
+        canon.items.column("item_id"),
     )
 
 
@@ -404,8 +438,7 @@ def _quarantined(raw: RawBatch, canon: CanonicalBatch, failures: pa.Table) -> pa
 def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     """Dedupe (in order: the only sequential step) and the tables of one batch."""
     raw, canon, failures = p.raw, p.canon, p.failures
-    items = canon.items
-    n = items.num_rows
+    n = p.items.num_rows
     ok = np.ones(n, dtype=bool)
     ok[failures["row"].to_numpy()] = False
     valid = np.flatnonzero(ok)
@@ -416,19 +449,20 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     acc = valid[kind == ACCEPTED]
     dup = kind != ACCEPTED
     if len(acc) == n:
-        accepted = items
+        accepted = p.items
     else:
         keep = np.zeros(n, dtype=bool)
         keep[acc] = True
-        accepted = items.filter(pa.array(keep))  # a mask copies the rows faster than take
-    accepted = accepted.cast(ITEMS)
+        # A mask copies the rows faster than take, and keeps the shard order.
+        accepted = p.items.filter(pa.array(keep if p.order is None else keep[p.order]))
+    accepted = accepted.cast(ITEMS)  # only now: rejected rows may have null ids
     dup_rows = valid[dup]
     objects, rows = state.where(dup_of[dup])
     duplicates = pa.table(
         {
             "source_object": pa.array([raw.source_object] * len(dup_rows), pa.string()),
             "source_row": pa.array(raw.rows[dup_rows], pa.int64()),
-            "item_id": items.column("item_id").take(pa.array(dup_rows, pa.int64())),
+            "item_id": p.item_ids.take(pa.array(dup_rows, pa.int64())),
             "duplicate_of_object": pa.array(objects, pa.string()),
             "duplicate_of_row": pa.array(rows, pa.int64()),
             "kind": pa.array(np.where(kind[dup] == ID_DUPLICATE, "id", "content"), pa.string()),

@@ -135,7 +135,8 @@ class DigestIndex:
 
     def _reset(self) -> None:
         # pandas' khash table (C): first 64 bits -> dense label, in order of first appearance.
-        self._table = UInt64HashTable(min(self._size_hint, self._memory_keys))
+        # Sized for the whole budget once the first table filled up: growing by rehashing costs more.
+        self._table = UInt64HashTable(self._memory_keys if self._filters else min(self._size_hint, self._memory_keys))
         self._count = 0
         self._loc[:] = -1
 
@@ -185,11 +186,13 @@ class DigestIndex:
         if len(todo) == 0 or not self._filters:
             return found
         hi = _spread(_first_half(keys)[todo])
-        order = np.argsort(hi)
-        todo, hi, check = todo[order], hi[order], check[todo][order]
+        check = check[todo]
         bits = bloom_bits(hi, check)
         for bloom in reversed(self._filters):
             maybe = np.flatnonzero(bloom.might_contain(hi, bits))
+            # Only the few keys the filter lets through are searched, in order (sorting them all cost
+            # more than the search).
+            maybe = maybe[np.argsort(hi[maybe])]
             for run in reversed(bloom.runs):
                 if len(maybe) == 0:
                     break

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -48,8 +49,11 @@ ROWS_PER_PART = 1_000_000
 ROW_GROUP_ROWS = 16_384
 _UPLOADS_IN_FLIGHT = 2
 #: Row groups queued for the writer thread: Parquet encoding and zstd (which release the GIL) run beside
-#: the caller's next batch instead of in its way.
-_WRITES_IN_FLIGHT = 4
+#: the caller's next batch instead of in its way. Rows spread evenly over the shards, so the shards fill a
+#: row group at about the same time and the caller waits for the writer in bursts. Measured at 5M rows per
+#: run (canonicalise on S3): 4 queued 12.4 s and 1,067 MB peak, 8 queued 11.3 s and 1,053 MB, 24 queued
+#: 11.1 s and 1,120 MB.
+_WRITES_IN_FLIGHT = 8
 _UPLOAD_CHUNK = 8 << 20
 
 
@@ -125,6 +129,7 @@ class IngestSink:
         # One writer thread: every file's writes (and its close) run in the order they were asked for.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kazi-write")
         self._writes: deque[Future[None]] = deque()
+        self._failed = threading.Event()
         self._uploads: list[Future[None]] = []
         self._opened = 0
 
@@ -148,11 +153,18 @@ class IngestSink:
         while len(self._writes) >= _WRITES_IN_FLIGHT:
             self._writes.popleft().result()
         future = self._writer.submit(write, *args)
+        future.add_done_callback(self._note_failure)
         self._writes.append(future)
         return future
 
+    def _note_failure(self, write: Future[None]) -> None:
+        if not write.cancelled() and write.exception() is not None:
+            self._failed.set()
+
     def _upload(self, part: _Part, closed: Future[None]) -> None:
         closed.result()
+        if self._failed.is_set():  # a write failed: the ingest fails (the caller raises it), nothing more goes up
+            return
         self._copy(part.local, part.key)
         part.local.unlink()
 
@@ -218,9 +230,10 @@ class IngestSink:
         parts.append(self._quarantine or self._open(self.quarantine_path, QUARANTINE))
         parts.append(self._duplicates or self._open(self.duplicates_path, DUPLICATES))
         try:
-            self._uploads += [self._pool.submit(self._upload, p, self._write_later(p.close)) for p in parts]
-            while self._writes:  # a failed write fails the ingest, even when its file closed
+            closed = [(p, self._write_later(p.close)) for p in parts]
+            while self._writes:  # a failed write fails the ingest before the last files go up
                 self._writes.popleft().result()
+            self._uploads += [self._pool.submit(self._upload, p, done) for p, done in closed]
             for upload in self._uploads:
                 upload.result()
         finally:

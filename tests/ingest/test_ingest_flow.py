@@ -574,6 +574,23 @@ def test_a_rerun_on_the_same_input_rewrites_nothing(client: Client) -> None:
     assert client.state(prefix) == before
 
 
+@pytest.mark.s3
+def test_an_object_replaced_while_it_is_ingested_fails_the_hashes_with_what_to_do(client: Client) -> None:
+    """The version is named by size and ETag when the ingest starts; the SHA-256s are read beside
+    canonicalise, only from the object as listed (IfMatch), so a replaced object cannot sign the manifest."""
+    rows = text_rows(0, 5)
+    client.put("in/a.csv", encode(rows, "csv"))
+    work_order = client.order(client.uri("in/"), SourceFormat.CSV)
+    sources = ingest_module.list_sources.fn(work_order)
+    assert [s.sha256 for s in sources] == [""]
+    rows[0] = {**rows[0], "text": "replaced by the client"}
+    client.put("in/a.csv", encode(rows, "csv"))
+    with pytest.raises(S3Error, match=r"changed while it was being ingested .* run the ingest again"):
+        ingest_module.hash_sources.fn(work_order, sources)
+    fresh = ingest_module.hash_sources.fn(work_order, ingest_module.list_sources.fn(work_order))
+    assert [s.sha256 for s in fresh] == [hashlib.sha256(encode(rows, "csv")).hexdigest()]
+
+
 @pytest.mark.prefect
 def test_a_changed_row_makes_a_new_version_beside_the_untouched_old_one(client: Client) -> None:
     rows = text_rows(0, N_ROWS)

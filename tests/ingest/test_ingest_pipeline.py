@@ -88,7 +88,13 @@ def ingest(
         assert out.accepted.schema == ITEMS
         assert out.quarantined.schema == QUARANTINE
         assert out.duplicates.schema == DUPLICATES
-        run.items += out.accepted.to_pylist()
+        # A batch's accepted rows come in shard order (what the sink writes), each shard's in file order.
+        accepted = out.accepted.to_pylist()
+        assert [r["shard"] for r in accepted] == sorted(r["shard"] for r in accepted)
+        for shard in {r["shard"] for r in accepted}:
+            rows = [r["source_row"] for r in accepted if r["shard"] == shard]
+            assert rows == sorted(rows)
+        run.items += sorted(accepted, key=lambda r: r["source_row"])
         run.quarantine += out.quarantined.to_pylist()
         run.duplicates += out.duplicates.to_pylist()
         tally = tally.add(out)
@@ -473,10 +479,13 @@ def test_closing_early_stops_the_helper_threads_and_the_reader(tmp_path: Path, t
     (tmp_path / "x.csv").write_bytes(csv(*lines))
     before = threading.active_count()
     batches = iter_files(pafs.LocalFileSystem(), [str(tmp_path / "x.csv")], SourceFormat.CSV, 1_000)
-    out = ingest_batches(batches, order(), load_contract("image_classification"), SeenState(), threads=threads)
+    state = SeenState()
+    out = ingest_batches(batches, order(), load_contract("image_classification"), state, threads=threads)
     first = next(out)
     assert first.accepted.num_rows == 1_000
     out.close()
+    assert threading.active_count() == before + 1  # the dedupe helper belongs to the state, which lives on
+    state.close()
     assert threading.active_count() == before
 
 

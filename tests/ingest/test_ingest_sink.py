@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -83,25 +84,49 @@ def test_a_failed_run_uploads_nothing_and_leaves_no_staging_files(tmp_path: Path
     assert list(stage.iterdir()) == []
 
 
+def disk_full_when(monkeypatch: pytest.MonkeyPatch, fails: Callable[[pa.Table, int], bool]) -> list[pa.Table]:
+    """Parquet writes fail with "No space left on device" where ``fails(table, call number)``; returns
+    every table asked to be written."""
+    real = pq.ParquetWriter.write_table
+    asked: list[pa.Table] = []
+
+    def write(self: pq.ParquetWriter, table: pa.Table, *args: object, **kwargs: object) -> None:
+        asked.append(table)
+        if fails(table, len(asked)):
+            raise OSError("No space left on device")
+        real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write)
+    return asked
+
+
 def test_a_write_that_fails_on_the_writer_thread_fails_the_close_and_uploads_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out, stage = tmp_path / "out", tmp_path / "stage"
     stage.mkdir()
-    real = pq.ParquetWriter.write_table
-    calls = []
-
-    def disk_full(self: pq.ParquetWriter, table: pa.Table, *args: object, **kwargs: object) -> None:
-        calls.append(table.num_rows)
-        if len(calls) == 2:  # one row group written, the next one fails
-            raise OSError("No space left on device")
-        real(self, table, *args, **kwargs)
-
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", disk_full)
+    disk_full_when(monkeypatch, lambda _, call: call == 2)  # one row group written, the next one fails
     sink = IngestSink(pafs.LocalFileSystem(), str(out), 1, staging_dir=stage)
     with pytest.raises(OSError, match="No space left"), sink:
         for start in range(0, 4 * 16_384, 16_384):
             sink.write_items(items(start, 16_384, shards=1))
+    assert not out.exists() or list(out.rglob("*.parquet")) == []
+    assert list(stage.iterdir()) == []
+
+
+def test_after_a_failed_write_a_part_that_fills_up_later_is_not_uploaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, stage = tmp_path / "out", tmp_path / "stage"
+    stage.mkdir()
+    asked = disk_full_when(monkeypatch, lambda table, _: table.column("shard")[0].as_py() == 0)
+    # Parts of 16,384 rows: each batch fills one part of each shard, which is closed and sent up at once.
+    sink = IngestSink(pafs.LocalFileSystem(), str(out), 2, rows_per_part=16_384, staging_dir=stage)
+    with pytest.raises(OSError, match="No space left"), sink:
+        for start in range(0, 4 * 32_768, 32_768):
+            sink.write_items(items(start, 32_768, shards=2))
+    # Shard 1's parts were written whole after shard 0's write had failed, and still not sent up.
+    assert any(t.column("shard")[0].as_py() == 1 for t in asked)
     assert not out.exists() or list(out.rglob("*.parquet")) == []
     assert list(stage.iterdir()) == []
 
