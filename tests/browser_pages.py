@@ -29,6 +29,10 @@ VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 #: Every step waits at most this long for the UI (milliseconds); the SPA renders in a few seconds.
 UI_TIMEOUT_MS = 30_000
 _FLOW_RUN_URL = re.compile(r"/runs/flow-run/(?P<id>[0-9a-f-]{36})")
+#: A deployment's own page (not its run form, which is under it).
+_DEPLOYMENT_URL = re.compile(r"/deployments/deployment/[0-9a-f-]{36}(\?|$)")
+#: How long one of a deployment's run lists is watched before the other is looked at (seconds).
+_LIST_SECONDS = 3.0
 
 
 def launch_chromium(playwright: Playwright) -> Browser:
@@ -123,12 +127,17 @@ class PrefectUI:
         page = self.page
         failed = page.get_by_text("Something went wrong trying to create a flow run", exact=True)
         failures = failed.count()
-        # The UI goes back to the deployment, which lists the new run (its toast is gone in seconds).
+        # The UI goes back to the deployment, which lists the new run (its toast is gone in seconds): under
+        # "Upcoming" while it is Scheduled, under "Runs" once a worker has taken it, as a person would look.
         new_run = page.get_by_role("link", name=run_name, exact=True)
+        tabs = ("Runs", "Upcoming")
+        shown = 0
         page.get_by_role("button", name="Submit", exact=True).click()
-        deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+        now = time.monotonic()
+        deadline, switch_at = now + UI_TIMEOUT_MS / 1000, now + _LIST_SECONDS
         while time.monotonic() < deadline:
             if new_run.count():
+                print(f"the deployment lists the run {run_name!r} under {tabs[shown]}")
                 new_run.first.click()
                 page.wait_for_url(_FLOW_RUN_URL)
                 found = _FLOW_RUN_URL.search(page.url)
@@ -136,6 +145,10 @@ class PrefectUI:
                 return found.group("id")
             if failed.count() > failures:
                 return None
+            if time.monotonic() >= switch_at and _DEPLOYMENT_URL.search(page.url):
+                shown = 1 - shown
+                self.open_tab(tabs[shown])
+                switch_at = time.monotonic() + _LIST_SECONDS
             page.wait_for_timeout(200)
         raise TimeoutError(
             f"after Submit the UI neither listed the run {run_name!r} nor reported an error ({page.url})"

@@ -52,6 +52,9 @@ class ManagedProcess:
     workdir: Path
     healthy: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
+    #: The health check cannot tell this process from an earlier one that died: only a live process of
+    #: ours counts as up (a worker's record on the Prefect server reads ONLINE for 90 s after it stops).
+    needs_own_process: bool = False
 
     @property
     def log_path(self) -> Path:
@@ -69,6 +72,8 @@ class ManagedProcess:
         return pid if pid_alive(pid) else None
 
     def is_healthy(self) -> bool:
+        if self.needs_own_process and self.pid() is None:
+            return False
         try:
             return self.healthy()
         except Exception:

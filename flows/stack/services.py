@@ -347,7 +347,8 @@ def prefect_worker(settings: Settings) -> ManagedProcess:
 
     def healthy() -> bool:
         # An online worker of the pool, not the pool's status: after a server restart the pool can read
-        # READY from a worker that died long ago, and nothing would pick the runs up.
+        # READY from a worker that died long ago, and nothing would pick the runs up. The record itself
+        # stays ONLINE for a while after the worker stops, hence also ``needs_own_process``.
         try:
             resp = httpx.post(f"http://{HOST}:{port}/api/work_pools/{pool}/workers/filter", json={}, timeout=2.0)
         except httpx.HTTPError:
@@ -363,7 +364,7 @@ def prefect_worker(settings: Settings) -> ManagedProcess:
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
     }
     argv = [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", name]
-    return ManagedProcess("prefect-worker", argv, workdir, healthy, env=env)
+    return ManagedProcess("prefect-worker", argv, workdir, healthy, env=env, needs_own_process=True)
 
 
 # --- The whole stack ----------------------------------------------------------------------------

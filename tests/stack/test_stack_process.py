@@ -64,6 +64,22 @@ def test_a_service_that_never_gets_healthy_times_out_naming_its_log(tmp_path) ->
         proc.stop()
 
 
+def test_a_process_whose_check_cannot_tell_it_from_a_dead_one_is_up_only_while_it_runs(tmp_path) -> None:
+    # A worker stopped a moment ago still reads ONLINE on the server: it must be started again, not reused.
+    proc = ManagedProcess(
+        "worker", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, lambda: True, needs_own_process=True
+    )
+    assert not proc.is_healthy()
+    assert proc.start() is True
+    try:
+        proc.wait_healthy(time.monotonic() + 20)
+        assert proc.is_healthy()
+        assert proc.start() is False  # running: reused
+    finally:
+        assert proc.stop() is True
+    assert not proc.is_healthy()
+
+
 @pytest.mark.parametrize(
     ("workers", "online"),
     [
