@@ -43,7 +43,7 @@ class ObjectNotFound(S3Error):
 
 
 class PreconditionFailed(S3Error):
-    """A conditional write found the object already there."""
+    """A conditional request failed: a write found the object already there, or a read found it replaced."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,26 @@ class ObjectStore:
         try:
             return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
+            raise self._explain(exc, bucket, key) from None
+
+    def open_version(self, bucket: str, key: str, etag: str) -> Any:
+        """The body of an object, streaming, only if its ETag is still ``etag`` (a conditional GET).
+
+        Raises:
+            PreconditionFailed: the object was replaced since its ETag was read; the message says what to do.
+        """
+        # An entity tag is quoted in HTTP (S3 lists ETags quoted; ObjectInfo keeps them bare).
+        quoted = etag if etag.startswith('"') else f'"{etag}"'
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key, IfMatch=quoted)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise PreconditionFailed(
+                    f"s3://{bucket}/{key} changed while it was being ingested (its ETag is no longer {etag}): run "
+                    "the ingest again once the client's upload has finished; it will make a new ingest version."
+                ) from None
+            raise self._explain(exc, bucket, key) from None
+        except BotoCoreError as exc:
             raise self._explain(exc, bucket, key) from None
 
     def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:

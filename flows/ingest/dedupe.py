@@ -298,9 +298,8 @@ class PreparedBatch:
     optional_missing: tuple[str, ...]  # mapped client columns the file lacks, whose rows were kept
     rows_read: int
     quarantined: pa.Table
-    items: pa.Table  # canon.items, in shard order
-    order: np.ndarray | None  # items' rows in canon order (None: the same order)
-    item_ids: pa.ChunkedArray  # canon order
+    items: pa.Table  # canon.items
+    shards: np.ndarray  # items' shard numbers
 
 
 def ingest_batches(
@@ -335,7 +334,7 @@ def ingest_batches(
 
     Yields:
         One :class:`IngestedBatch` per raw batch. The first three fields are the tables; the accepted
-        rows come in shard order (sorted ahead, on the preparing thread), each shard's in file order.
+        rows come in shard order, each shard's in file order.
     """
 
     def prepare(raw: RawBatch) -> PreparedBatch:
@@ -378,12 +377,6 @@ def prepare_batch(
         if raw.table.num_columns and not (canonical in rules and rules[canonical].required)
     )
     quarantined = _quarantined(raw, canon, failures)
-    # Items in shard order (stable: a shard's rows stay in file order), here, ahead of the sequential
-    # dedupe: the sink writes each shard's slice as it comes. Dedupe still sees the rows in file order.
-    shards = canon.items.column("shard").to_numpy()
-    order = np.argsort(shards, kind="stable").astype(np.int64)
-    in_order = bool(np.all(order[1:] > order[:-1]))
-    by_shard = canon.items if in_order else canon.items.take(pa.array(order))
     # The raw columns are in canon.items["record"] now, and the checked ones in canon.items: drop both,
     # memory is bounded by batches in flight.
     return PreparedBatch(
@@ -393,9 +386,8 @@ def prepare_batch(
         optional_missing,
         raw.records,
         quarantined,
-        by_shard,
-        None if in_order else order,
-        canon.items.column("item_id"),
+        canon.items,
+        canon.items.column("shard").to_numpy(),
     )
 
 
@@ -448,13 +440,12 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     )
     acc = valid[kind == ACCEPTED]
     dup = kind != ACCEPTED
-    if len(acc) == n:
-        accepted = p.items
-    else:
-        keep = np.zeros(n, dtype=bool)
-        keep[acc] = True
-        # A mask copies the rows faster than take, and keeps the shard order.
-        accepted = p.items.filter(pa.array(keep if p.order is None else keep[p.order]))
+    # The accepted rows in shard order (stable: a shard's rows stay in file order), so the sink writes
+    # each shard's slice as it comes: one copy of the rows, which picks and orders them at once (sorting
+    # ahead and then filtering copied every string twice).
+    order = acc[np.argsort(p.shards[acc], kind="stable")]
+    in_place = len(order) == n and bool(np.all(order[1:] > order[:-1]))
+    accepted = p.items if in_place else p.items.take(pa.array(order, pa.int64()))
     accepted = accepted.cast(ITEMS)  # only now: rejected rows may have null ids
     dup_rows = valid[dup]
     objects, rows = state.where(dup_of[dup])
@@ -462,7 +453,7 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
         {
             "source_object": pa.array([raw.source_object] * len(dup_rows), pa.string()),
             "source_row": pa.array(raw.rows[dup_rows], pa.int64()),
-            "item_id": p.item_ids.take(pa.array(dup_rows, pa.int64())),
+            "item_id": p.items.column("item_id").take(pa.array(dup_rows, pa.int64())),
             "duplicate_of_object": pa.array(objects, pa.string()),
             "duplicate_of_row": pa.array(rows, pa.int64()),
             "kind": pa.array(np.where(kind[dup] == ID_DUPLICATE, "id", "content"), pa.string()),

@@ -48,10 +48,19 @@ def check_bits(keys: np.ndarray) -> np.ndarray:
 
 def bloom_bits(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """The bits a key sets in its Bloom word: six of 64, from a mix of its 96 compared bits."""
-    mixed = (hi ^ (lo.astype(np.uint64) << np.uint64(32))) * _GOLDEN
+    # In place, into two buffers: a temporary per operation cost six times as much (0.10 vs 0.016 s a
+    # million keys, paid at every spill).
+    mixed = lo.astype(np.uint64)
+    mixed <<= np.uint64(32)
+    mixed ^= hi
+    mixed *= _GOLDEN
     bits = np.zeros(len(hi), dtype=np.uint64)
+    part = np.empty(len(hi), dtype=np.uint64)
     for i in range(_BLOOM_SETS):
-        bits |= _ONE << ((mixed >> np.uint64(6 * i + 16)) & _SIX)
+        np.right_shift(mixed, np.uint64(6 * i + 16), out=part)
+        part &= _SIX
+        np.left_shift(_ONE, part, out=part)
+        bits |= part
     return bits
 
 

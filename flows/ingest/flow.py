@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from botocore.exceptions import ClientError
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -48,8 +46,7 @@ from flows.ingest.normalise import N_SHARDS
 from flows.ingest.read import iter_batches
 from flows.ingest.sample import SAMPLE_ROWS, ItemSample
 from flows.ingest.sink import IngestSink, QuarantineTally, quarantine_summary
-
-HASH_CHUNK = 8 * 1024 * 1024
+from flows.ingest.source_files import SourceFiles
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class SourceObject:
     uri: str
     size: int
     etag: str
-    sha256: str = ""  # filled in by hash_sources, beside canonicalise
+    sha256: str = ""  # filled in by canonicalise, from the bytes it read
 
 
 @task(name="list sources", task_run_name="{work_order.id} / list sources", cache_policy=NO_CACHE)
@@ -79,39 +76,6 @@ def list_sources(work_order: WorkOrder) -> list[SourceObject]:
             "upload finished."
         )
     return [SourceObject(i.uri, i.size, i.etag) for i in sorted(infos, key=lambda i: i.key)]
-
-
-def _sha256(store: ObjectStore, source: SourceObject) -> SourceObject:
-    bucket, key = parse_uri(source.uri)
-    digest = hashlib.sha256()
-    # IfMatch: the bytes hashed are the object the version was named after, or the task fails. An entity
-    # tag is quoted in HTTP (S3 lists ETags quoted; ObjectInfo keeps them bare).
-    etag = source.etag if source.etag.startswith('"') else f'"{source.etag}"'
-    try:
-        body = store.client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
-            raise
-        raise S3Error(
-            f"{source.uri} changed while it was being ingested (its ETag is no longer {source.etag}): run the "
-            "ingest again once the client's upload has finished; it will make a new ingest version."
-        ) from None
-    for chunk in body.iter_chunks(HASH_CHUNK):
-        digest.update(chunk)
-    return replace(source, sha256=digest.hexdigest())
-
-
-@task(name="hash sources", task_run_name="{work_order.id} / SHA-256 of sources", cache_policy=NO_CACHE)
-def hash_sources(work_order: WorkOrder, sources: list[SourceObject]) -> list[SourceObject]:
-    """The sources with the SHA-256 of their bytes (streamed, in parallel), for the ingest manifest.
-
-    Submitted beside canonicalise: the version is named by size and ETag, so the hashes are needed only
-    when the manifest is written (one more read of every object, which took 0.4-0.9 s of the flow's
-    wall time for 160 MB of CSV before it ran beside the ingest).
-    """
-    store = ObjectStore(load_settings())
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda s: _sha256(store, s), sources))
 
 
 def ingest_version(work_order: WorkOrder, sources: list[SourceObject], contract_version: str) -> str:
@@ -141,11 +105,16 @@ class Canonicalised:
     sample: pa.Table
     quarantine_head: pa.Table
     quarantine_fields: list[tuple[str, int]]
+    sources: list[SourceObject]  # with the SHA-256 of each, for the manifest
 
 
 @task(name="canonicalise", task_run_name="{work_order.id} / canonicalise {version}", cache_policy=NO_CACHE)
 def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: str) -> Canonicalised:
-    """Stream every source file through read -> check -> normalise -> dedupe into the version's tables."""
+    """Stream every source file through read -> check -> normalise -> dedupe into the version's tables.
+
+    Each object is read once, at the ETag it was listed with, and hashed as it is read
+    (:mod:`flows.ingest.source_files`).
+    """
     bound_heap_growth()  # resident memory that does not grow with the input: see flows.core.malloc
     logger = get_run_logger()
     settings = load_settings()
@@ -158,18 +127,20 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
     quarantine = QuarantineTally()
     recon = Reconciliation()
     root = f"{ws.bucket}/{ws.key('ingest', version)}"
+    hashed: list[SourceObject] = []
     try:
         with IngestSink(store.filesystem, root, N_SHARDS, upload=store.upload_file) as sink:
             for n, source in enumerate(sources, start=1):
-                bucket, key = parse_uri(source.uri)
-                batches = iter_batches(store.filesystem, f"{bucket}/{key}", work_order.source.format, name=source.uri)
-                for batch in ingest_batches(batches, work_order, contract, seen, media_check=check):
-                    sink.write_items(batch.accepted)
-                    sink.write_quarantine(batch.quarantined)
-                    sink.write_duplicates(batch.duplicates)
-                    sample.add(batch.accepted)
-                    quarantine.add(batch.quarantined)
-                    recon = recon.add(batch)
+                with SourceFiles(store, source.uri, source.etag) as files:
+                    batches = iter_batches(files.fs, files.path, work_order.source.format, name=source.uri)
+                    for batch in ingest_batches(batches, work_order, contract, seen, media_check=check):
+                        sink.write_items(batch.accepted)
+                        sink.write_quarantine(batch.quarantined)
+                        sink.write_duplicates(batch.duplicates)
+                        sample.add(batch.accepted)
+                        quarantine.add(batch.quarantined)
+                        recon = recon.add(batch)
+                    hashed.append(replace(source, sha256=files.sha256()))
                 # Give Arrow's freed pages back after each file: the CSV reader's blocks otherwise pile up
                 # in the allocator (canonicalise of 5M CSV rows: peak 980 -> 917 MB, same speed).
                 pa.default_memory_pool().release_unused()
@@ -188,7 +159,7 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
     # Arrow's allocator keeps freed pages for reuse; validation allocates through malloc (pandas, GX), so
     # give them back now rather than hold them idle through the rest of the run.
     pa.default_memory_pool().release_unused()
-    return Canonicalised(recon.check(), sample.table(), quarantine.head, quarantine.fields)
+    return Canonicalised(recon.check(), sample.table(), quarantine.head, quarantine.fields, hashed)
 
 
 @task(name="validate items", task_run_name="{work_order.id} / validate {version}", cache_policy=NO_CACHE)
@@ -291,15 +262,10 @@ def ingest_flow(work_order: WorkOrder) -> IngestResult:
         write_model(store, ws.uri("ingest", "result.json"), done)
         return done
 
-    hashed = hash_sources.submit(work_order, sources)
-    try:
-        canonical = canonicalise(work_order, sources, version)
-    except BaseException:
-        hashed.wait()  # never leave the task running behind a failed flow
-        raise
+    canonical = canonicalise(work_order, sources, version)
     recon = canonical.recon
     success, docs_url, expectations = validate_items(work_order, version, canonical)
-    sources = hashed.result()
+    sources = canonical.sources
     write_json(
         store,
         ws.uri("ingest", version, "manifest.json"),

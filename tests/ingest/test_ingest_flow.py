@@ -31,13 +31,14 @@ from prefect.client.schemas.sorting import ArtifactSort
 from pydantic import ValidationError
 
 from flows.core.models import ColumnMapping, IngestResult, LabelSchema, SourceFormat, TaskType, WorkOrder
-from flows.core.s3 import ObjectStore, S3Error, parse_uri
+from flows.core.s3 import ObjectStore, PreconditionFailed, S3Error, parse_uri
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
 from flows.core.settings import Settings, load_settings
 from flows.core.workspace import read_json, read_model, read_table, workspace
 from flows.ingest import flow as ingest_module
 from flows.ingest import media as media_module
 from flows.ingest.flow import ingest_flow
+from flows.ingest.source_files import SourceFiles
 from simulation.datasets import SampleDataset, sample_dataset
 
 #: File kinds a client may send: the work order's format, and whether the file is gzip-compressed.
@@ -386,6 +387,10 @@ def test_a_broken_file_is_quarantined_whole_and_the_other_files_go_through(clien
         by_file.setdefault(item["source_object"], []).append(item["source_row"])
     assert sorted(by_file[first]) == [1, 2, 3, 4, 5]
     assert sorted(by_file[last]) == [1, 2, 3, 4, 5]
+    # Each object's SHA-256 is of the whole object, also where the reader stopped at the break.
+    assert [s["sha256"] for s in client.manifest(result)["sources"]] == [
+        hashlib.sha256(client.store.get_bytes(*parse_uri(uri))).hexdigest() for uri in (first, broken, last)
+    ]
     kept = sorted(by_file.get(broken, []))
     records = [q for q in quarantine if q["source_row"] != -1]
     if partly_read:
@@ -575,20 +580,52 @@ def test_a_rerun_on_the_same_input_rewrites_nothing(client: Client) -> None:
 
 
 @pytest.mark.s3
-def test_an_object_replaced_while_it_is_ingested_fails_the_hashes_with_what_to_do(client: Client) -> None:
-    """The version is named by size and ETag when the ingest starts; the SHA-256s are read beside
-    canonicalise, only from the object as listed (IfMatch), so a replaced object cannot sign the manifest."""
+def test_an_object_replaced_after_it_was_listed_is_not_read_and_says_what_to_do(client: Client) -> None:
+    """The version is named by size and ETag when the ingest starts; each object is read only as listed
+    (IfMatch), so rows of a replaced object never enter that version, and its manifest is not signed by them."""
     rows = text_rows(0, 5)
     client.put("in/a.csv", encode(rows, "csv"))
     work_order = client.order(client.uri("in/"), SourceFormat.CSV)
-    sources = ingest_module.list_sources.fn(work_order)
-    assert [s.sha256 for s in sources] == [""]
+    [listed] = ingest_module.list_sources.fn(work_order)
+    assert listed.sha256 == ""
     rows[0] = {**rows[0], "text": "replaced by the client"}
-    client.put("in/a.csv", encode(rows, "csv"))
-    with pytest.raises(S3Error, match=r"changed while it was being ingested .* run the ingest again"):
-        ingest_module.hash_sources.fn(work_order, sources)
-    fresh = ingest_module.hash_sources.fn(work_order, ingest_module.list_sources.fn(work_order))
-    assert [s.sha256 for s in fresh] == [hashlib.sha256(encode(rows, "csv")).hexdigest()]
+    data = encode(rows, "csv")
+    client.put("in/a.csv", data)
+    with (
+        pytest.raises(PreconditionFailed, match=r"changed while it was being ingested .* run the ingest again"),
+        SourceFiles(client.store, listed.uri, listed.etag),
+    ):
+        pass
+    [fresh] = ingest_module.list_sources.fn(work_order)
+    with SourceFiles(client.store, fresh.uri, fresh.etag) as files:
+        stream = files.fs.open_input_stream(files.path)
+        got = b"".join(iter(lambda: stream.read(7), b""))
+    assert got == data
+    assert files.sha256() == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz", "parquet"])
+def test_a_source_is_hashed_whole_however_much_the_reader_took(client: Client, suffix: str) -> None:
+    kind = suffix.removesuffix(".gz")
+    data = encode(text_rows(0, 300), kind)
+    if suffix.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    uri = client.put(f"in/a.{suffix}", data)
+    head = client.store.head(*parse_uri(uri))
+    assert head is not None
+    with SourceFiles(client.store, uri, head.etag) as files:
+        if kind == "parquet":
+            table = pq.read_table(files.fs.open_input_file(files.path))
+            assert table.num_rows == 300
+        else:
+            # A reader that stops early, then starts over (as the CSV reader does for a record longer
+            # than its block) and stops early again: the hash is still of the whole object, once.
+            assert files.fs.open_input_stream(files.path, compression=None).read(100) == data[:100]
+            assert files.fs.open_input_stream(files.path, compression=None).read(10) == data[:10]
+        assert files.sha256() == hashlib.sha256(data).hexdigest()
+    with pytest.raises(FileNotFoundError, match="only"):
+        files.fs.open_input_stream(f"{client.bucket}/elsewhere.csv")
 
 
 @pytest.mark.prefect
