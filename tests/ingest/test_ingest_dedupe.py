@@ -21,6 +21,7 @@ from flows.ingest.dedupe import (
     SeenState,
     find_duplicates,
 )
+from flows.ingest.digest_index import bloom_bits
 from flows.ingest.normalise import digest, id_key
 
 pytestmark = pytest.mark.unit
@@ -291,3 +292,18 @@ def test_reconciliation_raises_when_a_row_is_unaccounted_for() -> None:
     assert not tally.balanced
     with pytest.raises(ReconciliationError, match="rows_read 5 != accepted 3 \\+ quarantined 1 \\+ duplicates 0"):
         tally.check()
+
+
+@pytest.mark.unit
+def test_bloom_bits_are_six_bits_of_the_mixed_key() -> None:
+    rng = np.random.default_rng(7)
+    hi = rng.integers(0, 2**64, 1000, dtype=np.uint64)
+    lo = rng.integers(0, 2**32, 1000, dtype=np.uint64).astype(np.uint32)
+    got = bloom_bits(hi, lo)
+    for h, low, bits in zip(hi.tolist(), lo.tolist(), got.tolist(), strict=True):
+        mixed = ((h ^ (low << 32)) * 0x9E3779B97F4A7C15) & (2**64 - 1)
+        want = 0
+        for i in range(6):
+            want |= 1 << ((mixed >> (6 * i + 16)) & 63)
+        assert bits == want
+        assert 1 <= bin(bits).count("1") <= 6
