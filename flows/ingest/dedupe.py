@@ -12,10 +12,10 @@ before dedupe, so they are never duplicates either.
 Memory. Keys are 128-bit digests (:mod:`flows.ingest.normalise`), held by two
 :class:`~flows.ingest.digest_index.DigestIndex` es (id, content): up to a fixed number of keys in memory
 (48 MB each at most), the accepted ones written out to sorted runs on local disk when that is full, with
-2 to 4 bytes a key of Bloom filter kept in memory. Rows are compared on 96 of the 128 bits (64 hashed, 32
-checked): two different keys agreeing on all 96 would be a false duplicate, p ~ n^2 / 2^97 (3e-16 at 5M
-rows). Two different keys sharing only the first 64 bits (p ~ 7e-7 at 5M rows) are both accepted, but
-the later one may not be indexed, so a repeat of it could go unreported.
+2 to 4 bytes a key of Bloom filter kept in memory. In memory, keys are compared on all 128 bits; in the
+runs, on 96 (64 sorted on, 32 checked): two different keys agreeing on those 96 would be a false
+duplicate, p ~ n^2 / 2^97 (3e-16 at 5M rows). Two different keys in one run sharing only the first 64
+bits (p ~ 7e-7 at 5M rows) are both accepted, but a repeat of the later one may go unreported.
 
 The pipeline (:func:`ingest_batches`) holds a few batches in flight, so with the sink's row groups and
 the imports, peak memory is under 1 GB whatever the input size (plus those 2 to 4 bytes a row: 40 MB at
@@ -33,13 +33,12 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
-from pandas.core.algorithms import duplicated
 
 from flows.core.contracts import Contract
 from flows.core.models import WorkOrder
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
 from flows.ingest.contract import MediaCheck, check_rows, first_failures, media_problems
-from flows.ingest.digest_index import DigestIndex
+from flows.ingest.digest_index import DigestIndex, classify
 from flows.ingest.normalise import N_SHARDS, CanonicalBatch, normalise
 from flows.ingest.read import RawBatch
 
@@ -57,14 +56,6 @@ class SeenState:
     contents: DigestIndex = field(default_factory=DigestIndex)
     objects: list[str] = field(default_factory=list)
     _object_index: dict[str, int] = field(default_factory=dict)
-    _helper: ThreadPoolExecutor | None = None
-
-    def beside(self, work: Callable[[], _T]) -> Future[_T]:
-        """Run ``work`` on this state's helper thread: the two indexes are independent, and their C
-        kernels release the GIL, so the content index works beside the id index."""
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="kazi-dedupe")
-        return self._helper.submit(work)
 
     def locations(self, source_object: str, rows: np.ndarray) -> np.ndarray:
         index = self._object_index.get(source_object)
@@ -78,10 +69,7 @@ class SeenState:
         return [self.objects[i] for i in (locs >> _ROW_BITS).tolist()], locs & _ROW_MASK
 
     def close(self) -> None:
-        """Delete what the indexes wrote to disk, and stop the helper thread."""
-        if self._helper is not None:
-            self._helper.shutdown(wait=True)
-            self._helper = None
+        """Delete what the indexes wrote to disk."""
         self.ids.close()
         self.contents.close()
 
@@ -96,88 +84,13 @@ def find_duplicates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Classify rows (in order) as accepted, id duplicate or content duplicate, and record the accepted.
 
-    Vectorised, except for rows whose id or content repeats inside the batch, which are resolved one by
-    one in order (only those; a batch of rows already seen in earlier batches stays vectorised).
+    One compiled pass over the rows, in order, probing both indexes (:func:`flows.ingest.digest_index.classify`).
 
     Returns:
         (kind per row: ACCEPTED / ID_DUPLICATE / CONTENT_DUPLICATE, location of the accepted row repeated
         or -1).
     """
-    n = len(locs)
-    kind = np.zeros(n, dtype=np.int8)
-    dup_of = np.full(n, -1, dtype=np.int64)
-    if n == 0:
-        return kind, dup_of
-
-    def contents_side() -> tuple[np.ndarray, np.ndarray]:
-        labels = state.contents.labels(content_keys)
-        return labels, np.where(has_content, state.contents.lookup(labels, content_keys), -1)
-
-    contents = state.beside(contents_side)
-    id_lab = state.ids.labels(id_keys)
-    g_id = state.ids.lookup(id_lab, id_keys)
-    c_lab, g_c = contents.result()
-
-    seen_id = g_id >= 0
-    kind[seen_id] = ID_DUPLICATE
-    dup_of[seen_id] = g_id[seen_id]
-    rest = ~seen_id
-    id_once = ~duplicated(id_lab, keep=False)
-    content_rows = rest & has_content
-    c_once = np.zeros(n, dtype=bool)
-    if content_rows.any():
-        c_once[content_rows] = ~duplicated(c_lab[content_rows], keep=False)
-    seen_content = rest & id_once & has_content & (g_c >= 0)
-    kind[seen_content] = CONTENT_DUPLICATE
-    dup_of[seen_content] = g_c[seen_content]
-    simple = rest & id_once & (~has_content | (c_once & (g_c < 0)))
-    conflicts = np.flatnonzero(rest & ~simple & ~seen_content)
-    if len(conflicts):
-        _resolve_in_order(conflicts, id_keys, content_keys, has_content, g_c, locs, kind, dup_of)
-    accepted = kind == ACCEPTED
-    with_content = accepted & has_content
-    inserted = state.beside(
-        lambda: state.contents.insert(c_lab[with_content], content_keys[with_content], locs[with_content])
-    )
-    state.ids.insert(id_lab[accepted], id_keys[accepted], locs[accepted])
-    inserted.result()
-    return kind, dup_of
-
-
-def _resolve_in_order(
-    rows: np.ndarray,
-    id_keys: np.ndarray,
-    content_keys: np.ndarray,
-    has_content: np.ndarray,
-    g_c: np.ndarray,
-    locs: np.ndarray,
-    kind: np.ndarray,
-    dup_of: np.ndarray,
-) -> None:
-    ids: dict[tuple[int, int], int] = {}
-    contents: dict[tuple[int, int], int] = {}
-    for i, ih, il, ch, cl, hc, gc, loc in zip(
-        rows.tolist(),
-        id_keys[rows, 0].tolist(),
-        id_keys[rows, 1].tolist(),
-        content_keys[rows, 0].tolist(),
-        content_keys[rows, 1].tolist(),
-        has_content[rows].tolist(),
-        g_c[rows].tolist(),
-        locs[rows].tolist(),
-        strict=True,
-    ):
-        earlier = ids.get((ih, il))
-        if earlier is not None:
-            kind[i], dup_of[i] = ID_DUPLICATE, earlier
-            continue
-        if hc:
-            earlier = gc if gc >= 0 else contents.get((ch, cl))
-            if earlier is not None:
-                kind[i], dup_of[i] = CONTENT_DUPLICATE, earlier
-                continue
-            contents[(ch, cl)] = loc
-        ids[(ih, il)] = loc
+    return classify(state.ids, state.contents, id_keys, content_keys, has_content, locs)
 
 
 # --- The batch pipeline -----------------------------------------------------------------------------

@@ -1,23 +1,24 @@
 """128-bit digest -> int64 location, in memory up to a budget and then in sorted runs on local disk.
 
 Dedupe asks, batch after batch, "was this key accepted before, and where?" over every key of a run, so an
-index held wholly in memory grows with the input (about 90 bytes a row for the two indexes). This one
-keeps at most :data:`MEMORY_KEYS` keys in memory: a hash table (pandas' khash, in C) gives the first 64
-bits of each key a dense label, in order of first appearance, and arrays indexed by label hold the next 32
-bits, checked on a hit, and the location. (The table was numpy linear probing before: 3 s of CPU per
-million rows for the two indexes, against 0.5 s for khash.) When the table is full, its
-accepted keys are sorted and written as a *run* (three ``.npy`` files in a private temporary folder) and
-the table starts again empty.
+index held wholly in memory grows with the input. This one keeps at most :data:`MEMORY_KEYS` keys in
+memory, in an open-addressing hash table (whole 128-bit keys and their locations in three numpy arrays,
+linear probing, at most 60 % full) probed by compiled kernels (numba): one probe a key, in row order, so
+repeats inside a batch need no second pass. (pandas' khash table gave each key's first 64 bits a label,
+and arrays indexed by label held the rest: three passes of random access a batch, and a vectorised
+resolution of in-batch repeats; dedupe cost 0.8 s of CPU per million rows for the two indexes, now about
+0.2.) When the table is full, its keys are sorted and written as a *run* (three ``.npy`` files in a
+private temporary folder) and the table starts again empty.
 
 A key missing from the table is looked up in the runs, newest first. The runs' keys are also in blocked
 Bloom filters in memory (one 64-bit word per key, six bits set, 16 bits a key; a filter takes the runs of
 twice as many keys as the one before, so a batch checks log2 of them), so only a few keys of a batch (the
 true repeats and the false positives: measured 0.07 % in a half-full filter, 0.7 % in a full one) reach the
-disk, by binary search in a memory map that is dropped again after the batch. Memory is then the table's
-budget (about 35 bytes a key in the hash table and 24 in the arrays: about 60 MB) plus 2 to 4 bytes per
-accepted key (the filters, allocated as they open): 10 to 20 MB more per 5 million keys.
+disk, by binary search in a memory map that is dropped again after the batch. Memory is then the table
+(24 bytes a slot, at most 60 % of the slots taken: 48 MB at most) plus 2 to 4 bytes per key written out
+(the filters, allocated as they open): 10 to 20 MB more per 5 million keys.
 
-Keys are compared on 96 of their 128 bits (64 + 32), in memory and in runs alike: see
+Keys are compared on all 128 bits in the table and on 96 (64 + 32) in the runs: see
 :mod:`flows.ingest.dedupe` for what that means for false duplicates.
 """
 
@@ -30,15 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pandas._libs.hashtable import UInt64HashTable, UInt64Vector
+from numba import njit
 
 #: Keys held in memory before the accepted ones are written out as a run.
 MEMORY_KEYS = 1 << 20
 _BLOOM_BITS_PER_KEY = 16
 _BLOOM_SETS = 6  # bits set per key, 6 bits of a mixed word each
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_SIX = np.uint64(63)
-_ONE = np.uint64(1)
+_EMPTY = -1  # location of an empty slot
 
 
 def check_bits(keys: np.ndarray) -> np.ndarray:
@@ -46,22 +46,48 @@ def check_bits(keys: np.ndarray) -> np.ndarray:
     return (keys[:, 1] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def bloom_bits(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+@njit(nogil=True, cache=True)
+def _key_bits(hi, check):
     """The bits a key sets in its Bloom word: six of 64, from a mix of its 96 compared bits."""
-    # In place, into two buffers: a temporary per operation cost six times as much (0.10 vs 0.016 s a
-    # million keys, paid at every spill).
-    mixed = lo.astype(np.uint64)
-    mixed <<= np.uint64(32)
-    mixed ^= hi
-    mixed *= _GOLDEN
-    bits = np.zeros(len(hi), dtype=np.uint64)
-    part = np.empty(len(hi), dtype=np.uint64)
-    for i in range(_BLOOM_SETS):
-        np.right_shift(mixed, np.uint64(6 * i + 16), out=part)
-        part &= _SIX
-        np.left_shift(_ONE, part, out=part)
-        bits |= part
+    mixed = (hi ^ (np.uint64(check) << np.uint64(32))) * np.uint64(0x9E3779B97F4A7C15)
+    bits = np.uint64(0)
+    for i in range(6):  # _BLOOM_SETS
+        bits |= np.uint64(1) << ((mixed >> np.uint64(6 * i + 16)) & np.uint64(63))
     return bits
+
+
+@njit(nogil=True, cache=True)
+def _word(hi, n_words):
+    """Lemire's range reduction: the top 32 bits of ``hi`` scaled to [0, n_words)."""
+    return np.int64(((hi >> np.uint64(32)) * n_words) >> np.uint64(32))
+
+
+@njit(nogil=True, cache=True)
+def _bloom_bits(hi, check, out):
+    for i in range(hi.shape[0]):
+        out[i] = _key_bits(hi[i], check[i])
+
+
+@njit(nogil=True, cache=True)
+def _bloom_add(words, hi, check):
+    n_words = np.uint64(words.shape[0])
+    for i in range(hi.shape[0]):
+        words[_word(hi[i], n_words)] |= _key_bits(hi[i], check[i])
+
+
+@njit(nogil=True, cache=True)
+def _bloom_test(words, hi, check, out):
+    n_words = np.uint64(words.shape[0])
+    for i in range(hi.shape[0]):
+        bits = _key_bits(hi[i], check[i])
+        out[i] = (words[_word(hi[i], n_words)] & bits) == bits
+
+
+def bloom_bits(hi: np.ndarray, check: np.ndarray) -> np.ndarray:
+    """The bits each key sets in its Bloom word (``hi`` spread first halves, ``check`` their check bits)."""
+    out = np.empty(len(hi), dtype=np.uint64)
+    _bloom_bits(np.ascontiguousarray(hi, dtype=np.uint64), np.ascontiguousarray(check, dtype=np.uint32), out)
+    return out
 
 
 class _Bloom:
@@ -72,24 +98,18 @@ class _Bloom:
         self.capacity = capacity
         self.keys = 0
         self.runs: list[_Run] = []
-        self._words = np.uint64(max(1, -(-capacity * _BLOOM_BITS_PER_KEY // 64)))
-        self.words = np.zeros(int(self._words), dtype=np.uint64)
+        self.words = np.zeros(max(1, -(-capacity * _BLOOM_BITS_PER_KEY // 64)), dtype=np.uint64)
 
-    def word(self, hi: np.ndarray) -> np.ndarray:
-        # Lemire's range reduction: the top 32 bits scaled to [0, words), monotonic in hi.
-        return (((hi >> np.uint64(32)) * self._words) >> np.uint64(32)).astype(np.intp)
-
-    def add(self, run: _Run, hi: np.ndarray, bits: np.ndarray) -> None:
-        """Add a run's keys, sorted by ``hi``: each word's bits are one ``reduceat`` over neighbours."""
+    def add(self, run: _Run, hi: np.ndarray, check: np.ndarray) -> None:
+        """Add a run's keys (spread first halves and check bits)."""
         self.runs.append(run)
         self.keys += len(hi)
-        if len(hi):
-            word = self.word(hi)
-            starts = np.concatenate([[0], np.flatnonzero(np.diff(word)) + 1])
-            self.words[word[starts]] |= np.bitwise_or.reduceat(bits, starts)
+        _bloom_add(self.words, hi, check)
 
-    def might_contain(self, hi: np.ndarray, bits: np.ndarray) -> np.ndarray:
-        return (self.words[self.word(hi)] & bits) == bits
+    def might_contain(self, hi: np.ndarray, check: np.ndarray) -> np.ndarray:
+        out = np.empty(len(hi), dtype=np.bool_)
+        _bloom_test(self.words, hi, check, out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -121,116 +141,172 @@ class _Run:
         return out
 
 
+# --- The kernels: numba, compiled once per machine (cache=True), run without the GIL ------------------
+
+
+@njit(nogil=True, cache=True)
+def _slot(t_hi, t_lo, t_loc, shift, hi, lo):
+    """The slot holding (hi, lo), or the empty slot where it would go (linear probing)."""
+    mask = t_loc.shape[0] - 1
+    s = np.int64((hi * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+    while t_loc[s] != -1:
+        if t_hi[s] == hi and t_lo[s] == lo:
+            return s
+        s = (s + 1) & mask
+    return s
+
+
+@njit(nogil=True, cache=True)
+def _lookup(t_hi, t_lo, t_loc, shift, keys, out):
+    for i in range(keys.shape[0]):
+        out[i] = t_loc[_slot(t_hi, t_lo, t_loc, shift, keys[i, 0], keys[i, 1])]
+
+
+@njit(nogil=True, cache=True)
+def _insert(t_hi, t_lo, t_loc, shift, keys, locs):
+    """Record each key not yet there (the first of repeats wins); returns how many were new."""
+    added = 0
+    for i in range(keys.shape[0]):
+        s = _slot(t_hi, t_lo, t_loc, shift, keys[i, 0], keys[i, 1])
+        if t_loc[s] == -1:
+            t_hi[s], t_lo[s], t_loc[s] = keys[i, 0], keys[i, 1], locs[i]
+            added += 1
+    return added
+
+
+@njit(nogil=True, cache=True)
+def _classify(
+    i_hi, i_lo, i_loc, i_shift, c_hi, c_lo, c_loc, c_shift,
+    id_keys, content_keys, has_content, locs, id_runs, content_runs, kind, dup_of,
+):  # fmt: skip
+    """Dedupe's rule, row by row in order, over both tables (see :func:`flows.ingest.dedupe.find_duplicates`);
+    ``id_runs`` / ``content_runs``: each row's location in the runs, or -1. Returns the keys added to each."""
+    added_ids = 0
+    added_contents = 0
+    for r in range(locs.shape[0]):
+        s = _slot(i_hi, i_lo, i_loc, i_shift, id_keys[r, 0], id_keys[r, 1])
+        if i_loc[s] != -1 or id_runs[r] != -1:
+            kind[r] = 1
+            dup_of[r] = i_loc[s] if i_loc[s] != -1 else id_runs[r]
+            continue
+        if has_content[r]:
+            cs = _slot(c_hi, c_lo, c_loc, c_shift, content_keys[r, 0], content_keys[r, 1])
+            if c_loc[cs] != -1 or content_runs[r] != -1:
+                kind[r] = 2
+                dup_of[r] = c_loc[cs] if c_loc[cs] != -1 else content_runs[r]
+                continue
+            c_hi[cs], c_lo[cs], c_loc[cs] = content_keys[r, 0], content_keys[r, 1], locs[r]
+            added_contents += 1
+        i_hi[s], i_lo[s], i_loc[s] = id_keys[r, 0], id_keys[r, 1], locs[r]
+        added_ids += 1
+    return added_ids, added_contents
+
+
 class DigestIndex:
     """128-bit key -> int64 location of the first accepted row with that key (see the module docstring).
 
     Args:
-        size_hint: Initial capacity of the in-memory table.
-        memory_keys: Keys held in memory before the accepted ones are written out as a run.
+        size_hint: Keys the table is first sized for (it grows up to ``memory_keys``).
+        memory_keys: Keys held in memory before they are written out as a run.
         spill_dir: Parent of the private folder the runs go to (default: the system's temporary folder).
     """
 
     def __init__(
         self, size_hint: int = 1 << 16, *, memory_keys: int = MEMORY_KEYS, spill_dir: Path | None = None
     ) -> None:
-        self._size_hint = max(1, size_hint)
         self._memory_keys = memory_keys
         self._spill_dir = spill_dir
         self._folder: Path | None = None
         self._filters: list[_Bloom] = []
-        self.size = 0
-        self._allocate(_capacity_for(self._size_hint))
-        self._reset()
-
-    def _reset(self) -> None:
-        # pandas' khash table (C): first 64 bits -> dense label, in order of first appearance.
-        # Sized for the whole budget once the first table filled up: growing by rehashing costs more.
-        self._table = UInt64HashTable(self._memory_keys if self._filters else min(self._size_hint, self._memory_keys))
-        self._count = 0
-        self._loc[:] = -1
+        self._count = 0  # keys in the table
+        self.size = 0  # keys recorded, in the table and in runs
+        self._allocate(_capacity_for(-(-max(1, size_hint) * 5 // 3)))
 
     def _allocate(self, capacity: int) -> None:
-        """Per-label arrays (first halves, check bits, locations), indexed by label."""
         self._hi = np.zeros(capacity, dtype=np.uint64)
-        self._lo = np.zeros(capacity, dtype=np.uint32)
-        self._loc = np.full(capacity, -1, dtype=np.int64)
-        self._scratch = np.zeros(capacity, dtype=np.int32)
+        self._lo = np.zeros(capacity, dtype=np.uint64)
+        self._loc = np.full(capacity, _EMPTY, dtype=np.int64)
+        self._shift = np.uint64(64 - (capacity.bit_length() - 1))
 
-    def _ensure(self, labels: int) -> None:
-        """Room for ``labels`` labels in the per-label arrays (doubling, keeping what they hold)."""
-        capacity = len(self._hi)
-        if labels <= capacity:
-            return
-        hi, lo, loc = self._hi, self._lo, self._loc
-        self._allocate(_capacity_for(labels))
-        self._hi[:capacity], self._lo[:capacity], self._loc[:capacity] = hi, lo, loc
+    @property
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.uint64]:
+        """The table's arrays (first halves, second halves, locations) and hash shift, for the kernels."""
+        return self._hi, self._lo, self._loc, self._shift
+
+    def make_room(self, n: int) -> None:
+        """Before ``n`` more keys may go in: write a full table out as a run, and keep it at most 60 % full."""
+        if self._count >= self._memory_keys:
+            self._spill()
+        need = _capacity_for(-(-(self._count + n) * 5 // 3))  # at most 60 % full
+        if need > len(self._loc):
+            taken = self._loc != _EMPTY
+            hi, lo, loc = self._hi[taken], self._lo[taken], self._loc[taken]
+            self._allocate(need)
+            _insert(*self.table, np.stack([hi, lo], axis=1), loc)
+
+    def added(self, n: int) -> None:
+        """``n`` keys went into the table (by a kernel)."""
+        self._count += n
+        self.size += n
 
     @property
     def runs(self) -> int:
         """Runs written to disk so far."""
         return sum(len(f.runs) for f in self._filters)
 
-    def labels(self, keys: np.ndarray) -> np.ndarray:
-        """Stable label of each key's first 64 bits, registering new ones.
-
-        Labels are valid until the next call: a full table is written out at the start of a call.
-        """
-        if self._count >= self._memory_keys:
-            self._spill()
-        uniques = UInt64Vector()
-        out = np.asarray(self._table.get_labels(_first_half(keys), uniques, self._count, -1), dtype=np.int64)
-        new = uniques.to_array()
-        if len(new):
-            self._ensure(self._count + len(new))
-            self._hi[self._count : self._count + len(new)] = new
-            self._count += len(new)
-        return out
-
-    def lookup(self, labels: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Location of each key's accepted row, or -1."""
-        check = check_bits(keys)
-        loc = self._loc[labels]
-        found = np.where((loc >= 0) & (self._lo[labels] == check), loc, -1)
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        found = np.empty(len(keys), dtype=np.int64)
+        _lookup(*self.table, keys, found)
         todo = np.flatnonzero(found < 0)
-        if len(todo) == 0 or not self._filters:
+        if len(todo) and self._filters:
+            found[todo] = self.in_runs(keys[todo])
+        return found
+
+    def insert(self, keys: np.ndarray, locs: np.ndarray) -> None:
+        """Record accepted rows; a key already recorded keeps its location."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        in_runs = self.in_runs(keys) if self._filters else np.full(len(keys), _EMPTY, dtype=np.int64)
+        fresh = in_runs < 0
+        self.make_room(int(np.count_nonzero(fresh)))
+        self.added(_insert(*self.table, np.ascontiguousarray(keys[fresh]), np.ascontiguousarray(locs[fresh])))
+
+    def in_runs(self, keys: np.ndarray) -> np.ndarray:
+        """Location of each key in the runs written out, or -1 (the table is not searched)."""
+        found = np.full(len(keys), _EMPTY, dtype=np.int64)
+        if not self._filters or len(keys) == 0:
             return found
-        hi = _spread(_first_half(keys)[todo])
-        check = check[todo]
-        bits = bloom_bits(hi, check)
+        hi = _spread(keys[:, 0])
+        check = check_bits(keys)
+        todo = np.arange(len(keys))
         for bloom in reversed(self._filters):
-            maybe = np.flatnonzero(bloom.might_contain(hi, bits))
+            maybe = np.flatnonzero(bloom.might_contain(hi[todo], check[todo]))
             # Only the few keys the filter lets through are searched, in order (sorting them all cost
             # more than the search).
-            maybe = maybe[np.argsort(hi[maybe])]
+            maybe = todo[maybe[np.argsort(hi[todo][maybe])]]
             for run in reversed(bloom.runs):
                 if len(maybe) == 0:
                     break
                 got = run.lookup(hi[maybe], check[maybe])
                 hit = got >= 0
-                found[todo[maybe[hit]]] = got[hit]
+                found[maybe[hit]] = got[hit]
                 maybe = maybe[~hit]
+            todo = todo[found[todo] < 0]
         return found
 
-    def insert(self, labels: np.ndarray, keys: np.ndarray, locs: np.ndarray) -> None:
-        """Record accepted rows; a label already taken (by another key) is left as it is."""
-        free = self._loc[labels] < 0
-        labels, keys, locs = labels[free], keys[free], locs[free]
-        # The first of several rows on one label (another key sharing the first 64 bits): writing the
-        # positions in reverse leaves the first one's (a fancy assignment keeps the last value written).
-        order = np.arange(len(labels), dtype=np.int32)
-        self._scratch[labels[::-1]] = order[::-1]
-        first = np.flatnonzero(self._scratch[labels] == order)
-        self._lo[labels[first]] = check_bits(keys[first])
-        self._loc[labels[first]] = locs[first]
-        self.size += len(first)
-
     def _spill(self) -> None:
-        """Write the table's accepted keys as a sorted run and empty the table."""
-        taken = np.flatnonzero(self._loc[: self._count] >= 0)
+        """Write the table's keys as a sorted run and empty the table."""
+        taken = np.flatnonzero(self._loc != _EMPTY)
         if len(taken):
             spread = _spread(self._hi[taken])
-            order = np.argsort(spread)
-            hi, lo, loc = spread[order], self._lo[taken][order], self._loc[taken][order]
+            # A key's home slot is the top bits of its spread, and linear probing moves keys only a few
+            # slots on: in slot order the keys are nearly sorted already, which timsort (stable) finishes
+            # in a tenth of the time of a full sort (6 vs 60 ms a million keys).
+            order = np.argsort(spread, kind="stable")
+            hi = spread[order]
+            lo = (self._lo[taken][order] & np.uint64(0xFFFFFFFF)).astype(np.uint32)  # check_bits
+            loc = self._loc[taken][order]
             folder = self._spill_folder() / f"run-{self.runs:05d}"
             folder.mkdir()
             np.save(folder / "hi.npy", hi)
@@ -240,9 +316,10 @@ class DigestIndex:
                 # Each filter holds twice as many keys as the one before: a lookup checks log2(n) of them.
                 last = self._filters[-1].capacity if self._filters else 2 * self._memory_keys
                 self._filters.append(_Bloom(max(2 * last, len(hi))))
-            self._filters[-1].add(_Run(folder, len(hi)), hi, bloom_bits(hi, lo))
-        # Empty the table; the per-label arrays keep their size, as the table fills up to it again.
-        self._reset()
+            self._filters[-1].add(_Run(folder, len(hi)), hi, lo)
+        # Empty the table; it keeps its size, as it fills up to it again.
+        self._loc.fill(_EMPTY)
+        self._count = 0
 
     def _spill_folder(self) -> Path:
         if self._folder is None:
@@ -258,24 +335,52 @@ class DigestIndex:
             self._folder = None
         self._filters = []
         self.size = 0
-        self._reset()
+        self._loc.fill(_EMPTY)
+        self._count = 0
 
     @property
     def nbytes(self) -> int:
         """Approximate memory held: the table's arrays and the runs' Bloom filters."""
-        arrays = self._hi.nbytes + self._lo.nbytes + self._loc.nbytes + self._scratch.nbytes
-        return arrays + self._table.sizeof() + sum(f.words.nbytes for f in self._filters)
+        return self._hi.nbytes + self._lo.nbytes + self._loc.nbytes + sum(f.words.nbytes for f in self._filters)
+
+
+def classify(
+    ids: DigestIndex,
+    contents: DigestIndex,
+    id_keys: np.ndarray,
+    content_keys: np.ndarray,
+    has_content: np.ndarray,
+    locs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dedupe's rule over one batch, in row order, recording the accepted rows in both indexes.
+
+    Returns:
+        (kind per row: 0 accepted, 1 id duplicate, 2 content duplicate; location of the accepted row it
+        repeats, or -1).
+    """
+    n = len(locs)
+    id_keys = np.ascontiguousarray(id_keys, dtype=np.uint64)
+    content_keys = np.ascontiguousarray(content_keys, dtype=np.uint64)
+    has_content = np.ascontiguousarray(has_content, dtype=np.bool_)
+    locs = np.ascontiguousarray(locs, dtype=np.int64)
+    ids.make_room(n)
+    contents.make_room(n)
+    # Runs hold keys of earlier batches only, so they are searched for the whole batch up front.
+    id_runs = ids.in_runs(id_keys)
+    content_runs = contents.in_runs(content_keys)
+    kind = np.zeros(n, dtype=np.int8)
+    dup_of = np.full(n, _EMPTY, dtype=np.int64)
+    added_ids, added_contents = _classify(
+        *ids.table, *contents.table, id_keys, content_keys, has_content, locs, id_runs, content_runs, kind, dup_of
+    )
+    ids.added(added_ids)
+    contents.added(added_contents)
+    return kind, dup_of
 
 
 def _spread(hi: np.ndarray) -> np.ndarray:
-    """First halves times an odd constant (a bijection): runs are sorted on it, slots are its top bits."""
+    """First halves times an odd constant (a bijection): runs are sorted on it."""
     return hi * _GOLDEN
-
-
-def _first_half(keys: np.ndarray) -> np.ndarray:
-    """The first 64 bits of each key, 0 read as 1 (0 marks an empty slot)."""
-    hi = np.ascontiguousarray(keys[:, 0])
-    return np.where(hi == 0, np.uint64(1), hi)
 
 
 def _capacity_for(keys: int) -> int:

@@ -138,26 +138,28 @@ def test_vectorised_dedupe_matches_the_row_by_row_rule(seed: int, memory_keys: i
 
 
 def test_digest_index_lookup_and_insert() -> None:
-    index = DigestIndex(size_hint=64)  # room for every key: labels stay as they are
+    index = DigestIndex(size_hint=4)  # grows as keys go in
     k = keys([f"k{i}" for i in range(10)])
-    labels = index.labels(k)
-    assert (index.lookup(labels, k) == -1).all()
-    index.insert(labels[:5], k[:5], np.arange(5, dtype=np.int64))
-    again = index.labels(k)
-    assert (again == labels).all()
-    assert index.lookup(again, k).tolist() == [0, 1, 2, 3, 4, -1, -1, -1, -1, -1]
-    index.insert(again, k, np.arange(100, 110, dtype=np.int64))  # the first five keep their rows
-    assert index.lookup(again, k).tolist() == [0, 1, 2, 3, 4, 105, 106, 107, 108, 109]
-    assert index.size == 10 and index.nbytes > 0
+    assert (index.lookup(k) == -1).all()
+    index.insert(k[:5], np.arange(5, dtype=np.int64))
+    assert index.lookup(k).tolist() == [0, 1, 2, 3, 4, -1, -1, -1, -1, -1]
+    index.insert(k, np.arange(100, 110, dtype=np.int64))  # the first five keep their rows
+    assert index.lookup(k).tolist() == [0, 1, 2, 3, 4, 105, 106, 107, 108, 109]
+    repeated = np.concatenate([k[:1], keys(["new"]), keys(["new"])])
+    index.insert(repeated, np.array([7, 8, 9]))  # of repeats in one call, the first wins
+    assert index.lookup(repeated).tolist() == [0, 8, 8]
+    assert index.size == 11 and index.nbytes > 0
 
 
 def test_a_64_bit_prefix_collision_is_never_a_false_duplicate() -> None:
     index = DigestIndex()
     a = np.array([[7, 1]], dtype=np.uint64)
     b = np.array([[7, 2]], dtype=np.uint64)  # same first half, another key
-    index.insert(index.labels(a), a, np.array([0]))
-    assert index.lookup(index.labels(b), b).tolist() == [-1]
-    assert index.lookup(index.labels(a), a).tolist() == [0]
+    index.insert(a, np.array([0]))
+    assert index.lookup(b).tolist() == [-1]
+    assert index.lookup(a).tolist() == [0]
+    index.insert(b, np.array([1]))  # both are kept in memory
+    assert index.lookup(np.concatenate([a, b])).tolist() == [0, 1]
 
 
 def test_a_spilled_index_finds_every_key_in_its_runs_and_deletes_them_on_close(tmp_path: Path) -> None:
@@ -165,16 +167,16 @@ def test_a_spilled_index_finds_every_key_in_its_runs_and_deletes_them_on_close(t
     k = keys([f"k{i}" for i in range(1000)])
     for start in range(0, 1000, 150):  # every batch: half new keys accepted, a quarter of them repeated later
         part = k[start : start + 150]
-        labels = index.labels(part)
-        assert (index.lookup(labels, part) == -1).all()
-        index.insert(labels[:75], part[:75], np.arange(start, start + 75, dtype=np.int64))
-    assert index.runs >= 5
+        assert (index.lookup(part) == -1).all()
+        index.insert(part[:75], np.arange(start, start + 75, dtype=np.int64))
+    assert index.runs == 3  # a full table (100 keys) is written out before the next insert
     assert len(list(tmp_path.glob("kazi-dedupe-*/run-*"))) == index.runs
-    labels = index.labels(k)
     expected = [i if i % 150 < 75 else -1 for i in range(1000)]
-    assert index.lookup(labels, k).tolist() == expected
+    assert index.lookup(k).tolist() == expected
     other = keys([f"other{i}" for i in range(1000)])  # never inserted: Bloom filters and runs say no
-    assert (index.lookup(index.labels(other), other) == -1).all()
+    assert (index.lookup(other) == -1).all()
+    index.insert(k, np.arange(5000, 6000, dtype=np.int64))  # keys in runs keep their rows
+    assert index.lookup(k).tolist() == [i if i % 150 < 75 else 5000 + i for i in range(1000)]
     index.close()
     assert list(tmp_path.iterdir()) == []
 
@@ -183,11 +185,11 @@ def test_a_64_bit_prefix_collision_in_a_run_is_never_a_false_duplicate() -> None
     index = DigestIndex(memory_keys=1)
     a = np.array([[7, 1]], dtype=np.uint64)
     b = np.array([[7, 2]], dtype=np.uint64)
-    index.insert(index.labels(a), a, np.array([5]))
-    index.labels(np.array([[8, 8]], dtype=np.uint64))  # the table is full: the key goes to a run
+    index.insert(a, np.array([5]))
+    index.insert(np.array([[8, 8]], dtype=np.uint64), np.array([6]))  # the table is full: a goes to a run
     assert index.runs == 1
-    assert index.lookup(index.labels(b), b).tolist() == [-1]
-    assert index.lookup(index.labels(a), a).tolist() == [5]
+    assert index.lookup(b).tolist() == [-1]
+    assert index.lookup(a).tolist() == [5]
     index.close()
 
 
@@ -196,8 +198,7 @@ def test_index_memory_stays_flat_once_it_spills() -> None:
     sizes = []
     for start in range(0, 200_000, 20_000):
         part = keys([f"item-{i}" for i in range(start, start + 20_000)])
-        labels = index.labels(part)
-        index.insert(labels, part, np.arange(start, start + 20_000, dtype=np.int64))
+        index.insert(part, np.arange(start, start + 20_000, dtype=np.int64))
         sizes.append(index.nbytes)
     # The table never holds more than its budget; what grows is the Bloom filters, 2 bytes a key (in
     # filters of doubling size: at most 8 bytes a key while the last one fills).
