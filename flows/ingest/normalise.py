@@ -18,9 +18,9 @@ Decisions, in the order a row meets them:
   mapped listing fields, task field name -> client value, in mapping order.
 * ``shard`` = id-key digest mod ``N_SHARDS``: stable across runs and machines, for partitioning.
 
-Digests are 128-bit, computed in numpy over the Arrow buffers (no Python per row): each 8-byte word of a
-value is mixed with its position (the SplitMix64 finaliser) and the words are folded by XOR and by sum into
-two 64-bit halves, then finalised with the length. It is not cryptographic; it is stable (little-endian
+Digests are 128-bit, computed over the Arrow buffers by a compiled kernel (no Python per row): each 8-byte
+word of a value is mixed with its position (the SplitMix64 finaliser) and the words are folded by XOR and
+by sum into two 64-bit halves, then finalised with the length. It is not cryptographic; it is stable (little-endian
 machines, which is all numpy targets here) and collisions between different values are as rare as for a
 random 128-bit function on non-adversarial data.
 
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 from flows.core.models import ColumnMapping
 from flows.ingest.read import RawBatch
@@ -51,7 +52,6 @@ _K1, _K2, _K3 = _U(0x9E3779B97F4A7C15), _U(0xBF58476D1CE4E5B9), _U(0x94D049BB133
 _S30, _S27, _S31 = _U(30), _U(27), _U(31)
 _SEED = (_U(0x243F6A8885A308D3), _U(0x13198A2E03707344))
 _NULL_DIGEST = (_U(0x6E756C6C6E756C6C), _U(0x4E554C4C4E554C4C))
-_MIX_CHUNK = 1 << 15
 _MASK64 = (1 << 64) - 1
 #: Byte -> its two hex digits, as one uint16 (little-endian: the high digit first in memory).
 _HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), dtype="<u2")
@@ -297,8 +297,69 @@ def _fmix(x: np.ndarray) -> np.ndarray:
     return x
 
 
+@njit(nogil=True, cache=True)
+def _fmix1(x):
+    """SplitMix64's finaliser, of one value."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+@njit(nogil=True, cache=True)
+def _digest(offsets, data, valid, out):
+    """See :func:`digest`: one pass over each value's bytes, read as little-endian words zero-padded to 8."""
+    k1 = np.uint64(0x9E3779B97F4A7C15)
+    k3 = np.uint64(0x94D049BB133111EB)
+    for i in range(offsets.shape[0] - 1):
+        if not valid[i]:
+            out[i, 0] = np.uint64(0x6E756C6C6E756C6C)
+            out[i, 1] = np.uint64(0x4E554C4C4E554C4C)
+            continue
+        start = offsets[i]
+        length = offsets[i + 1] - start
+        hx = np.uint64(0)
+        ha = np.uint64(0)
+        pos = np.uint64(1)
+        j = 0
+        while j < length:
+            at = start + j
+            if j + 8 <= length:  # a whole word: eight loads the compiler merges into one
+                word = (
+                    np.uint64(data[at])
+                    | np.uint64(data[at + 1]) << np.uint64(8)
+                    | np.uint64(data[at + 2]) << np.uint64(16)
+                    | np.uint64(data[at + 3]) << np.uint64(24)
+                    | np.uint64(data[at + 4]) << np.uint64(32)
+                    | np.uint64(data[at + 5]) << np.uint64(40)
+                    | np.uint64(data[at + 6]) << np.uint64(48)
+                    | np.uint64(data[at + 7]) << np.uint64(56)
+                )
+            else:
+                word = np.uint64(0)
+                for b in range(length - j):
+                    word |= np.uint64(data[at + b]) << np.uint64(8 * b)
+            mixed = _fmix1((pos * k1) ^ word)
+            hx ^= mixed
+            ha += mixed
+            pos += np.uint64(1)
+            j += 8
+        n = np.uint64(length)
+        out[i, 0] = _fmix1(hx ^ (n * k3) ^ np.uint64(0x243F6A8885A308D3))
+        out[i, 1] = _fmix1(ha + n * k1 + np.uint64(0x13198A2E03707344))
+
+
 def digest(col: pa.Array) -> np.ndarray:
-    """(n, 2) uint64: a 128-bit digest of each string's UTF-8 bytes; null has its own fixed digest."""
+    """(n, 2) uint64: a 128-bit digest of each string's UTF-8 bytes; null has its own fixed digest.
+
+    Each 8-byte word of a value (the last one zero-padded) is mixed with its 1-based position (the
+    SplitMix64 finaliser of ``position * K1 ^ word``); the mixed words are folded by XOR into the first
+    half and by sum into the second, each then finalised with the value's length and a seed. Computed by a
+    compiled kernel in one pass (it was twelve numpy passes over a padded copy: 0.28 s of CPU per million
+    rows); the digests are the same, and the tests hold the numpy definition as their reference.
+    """
     n = len(col)
     out = np.empty((n, 2), dtype=_U)
     if n == 0:
@@ -306,41 +367,9 @@ def digest(col: pa.Array) -> np.ndarray:
     if col.null_count == n:
         out[:] = _NULL_DIGEST
         return out
-    binary = (pc.fill_null(col, "") if col.null_count else col).cast(pa.binary())
-    lens = pc.binary_length(binary).to_numpy().astype(np.int64)
-    pad = (-lens) & 7
-    padded = pc.binary_join_element_wise(
-        binary, pc.binary_repeat(pa.scalar(b"\0", pa.binary()), pa.array(pad)), pa.scalar(b"", pa.binary())
-    )
-    offs, data = _buffers(padded)
-    words = data.view("<u8") if len(data) else np.zeros(0, _U)
-    wstart = offs[:-1] // 8
-    wcount = (lens + pad) // 8
-    nz = np.flatnonzero(wcount)
-    hx = np.zeros(n, dtype=_U)
-    ha = np.zeros(n, dtype=_U)
-    if len(nz):
-        # 1-based position of each word in its value: 1 everywhere, rewound at each value's first word
-        # (uint64 arithmetic wraps, so the rewind is an ordinary add).
-        step = np.ones(len(words), dtype=_U)
-        starts = wstart[nz]
-        step[starts[1:]] = _U(1) - wcount[nz][:-1].astype(_U)
-        step[0] = 1
-        pos = np.cumsum(step, dtype=_U)
-        mixed = np.empty(len(words), dtype=_U)
-        for s in range(0, len(words), _MIX_CHUNK):
-            m = mixed[s : s + _MIX_CHUNK]
-            np.multiply(pos[s : s + _MIX_CHUNK], _K1, out=m)
-            np.bitwise_xor(m, words[s : s + _MIX_CHUNK], out=m)
-            _fmix(m)
-        hx[nz] = np.bitwise_xor.reduceat(mixed, starts)
-        ha[nz] = np.add.reduceat(mixed, starts)
-    length = lens.astype(_U)
-    out[:, 0] = _fmix(hx ^ (length * _K3) ^ _SEED[0])
-    out[:, 1] = _fmix(ha + length * _K1 + _SEED[1])
-    nulls = col.is_null().to_numpy(zero_copy_only=False)
-    if nulls.any():
-        out[nulls] = _NULL_DIGEST
+    offs, data = _buffers(col)
+    valid = np.ones(n, dtype=np.bool_) if col.null_count == 0 else col.is_valid().to_numpy(zero_copy_only=False)
+    _digest(offs, data, valid, out)
     return out
 
 
