@@ -15,8 +15,8 @@ Bloom filters in memory (one 64-bit word per key, six bits set, 16 bits a key; a
 twice as many keys as the one before, so a batch checks log2 of them), so only a few keys of a batch (the
 true repeats and the false positives: measured 0.07 % in a half-full filter, 0.7 % in a full one) reach the
 disk, by binary search in a memory map that is dropped again after the batch. Memory is then the table
-(24 bytes a slot, at most 60 % of the slots taken: 48 MB at most) plus 2 to 4 bytes per key written out
-(the filters, allocated as they open): 10 to 20 MB more per 5 million keys.
+(2^21 slots of 24 bytes, room for its budget and a batch at 60 % load: 48 MB, allocated once) plus 2 to
+4 bytes per key written out (the filters, allocated as they open): 10 to 20 MB more per 5 million keys.
 
 Keys are compared on all 128 bits in the table and on 96 (64 + 32) in the runs: see
 :mod:`flows.ingest.dedupe` for what that means for false duplicates.
@@ -39,6 +39,7 @@ _BLOOM_BITS_PER_KEY = 16
 _BLOOM_SETS = 6  # bits set per key, 6 bits of a mixed word each
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY = -1  # location of an empty slot
+_BATCH_HINT = 1 << 16  # rows of a batch (flows.ingest.read.DEFAULT_BATCH_ROWS), for the table's first size
 
 
 def check_bits(keys: np.ndarray) -> np.ndarray:
@@ -206,13 +207,15 @@ class DigestIndex:
     """128-bit key -> int64 location of the first accepted row with that key (see the module docstring).
 
     Args:
-        size_hint: Keys the table is first sized for (it grows up to ``memory_keys``).
+        size_hint: Keys the table is first sized for (default: ``memory_keys`` and a batch, the most it
+            holds). It grows when needed, but growing rehashes every key: filling the default budget
+            from 65,536 keys that way cost 0.1 s of CPU per index and million rows.
         memory_keys: Keys held in memory before they are written out as a run.
         spill_dir: Parent of the private folder the runs go to (default: the system's temporary folder).
     """
 
     def __init__(
-        self, size_hint: int = 1 << 16, *, memory_keys: int = MEMORY_KEYS, spill_dir: Path | None = None
+        self, size_hint: int | None = None, *, memory_keys: int = MEMORY_KEYS, spill_dir: Path | None = None
     ) -> None:
         self._memory_keys = memory_keys
         self._spill_dir = spill_dir
@@ -220,7 +223,8 @@ class DigestIndex:
         self._filters: list[_Bloom] = []
         self._count = 0  # keys in the table
         self.size = 0  # keys recorded, in the table and in runs
-        self._allocate(_capacity_for(-(-max(1, size_hint) * 5 // 3)))
+        keys = memory_keys + _BATCH_HINT if size_hint is None else max(1, size_hint)
+        self._allocate(_capacity_for(-(-keys * 5 // 3)))
 
     def _allocate(self, capacity: int) -> None:
         self._hi = np.zeros(capacity, dtype=np.uint64)

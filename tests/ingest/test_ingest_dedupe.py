@@ -203,7 +203,8 @@ def test_index_memory_stays_flat_once_it_spills() -> None:
     # The table never holds more than its budget; what grows is the Bloom filters, 2 bytes a key (in
     # filters of doubling size: at most 8 bytes a key while the last one fills).
     assert sizes[-1] - sizes[1] <= 8 * 200_000
-    assert index.nbytes < 24 * 2 * 65_536 + 8 * 200_000
+    # The table: room for its budget and a batch at 60 % load, 24 bytes a slot.
+    assert index.nbytes < 24 * 2**18 + 8 * 200_000
     assert index.runs == 9
     index.close()
 
@@ -211,14 +212,15 @@ def test_index_memory_stays_flat_once_it_spills() -> None:
 def test_memory_is_the_table_s_budget_whatever_the_rows() -> None:
     state = SeenState()
     n = 200_000
+    sizes = []
     for start in range(0, n, 50_000):
         ids = [f"item-{i}" for i in range(start, start + 50_000)]
         find_duplicates(
             keys(ids), keys(ids), np.ones(50_000, bool), state.locations("f", np.arange(start, start + 50_000)), state
         )
-    # Two tables of at most 2^21 slots of 24 bytes (MEMORY_KEYS at 60 % load at most), here far fewer.
-    assert state.nbytes <= 2 * 24 * 2**21
-    assert state.nbytes / n < 130
+        sizes.append(state.nbytes)
+    # Two tables of 2^21 slots of 24 bytes (MEMORY_KEYS and a batch at 60 % load at most), sized once.
+    assert sizes == [2 * 24 * 2**21] * 4
 
 
 # --- reconciliation -------------------------------------------------------------------------------
