@@ -73,6 +73,22 @@ def test_shards_roll_over_into_parts_and_every_row_lands_once(tmp_path: Path) ->
     assert list(stage.iterdir()) == []  # the staging folder is gone
 
 
+def test_shards_write_row_groups_of_staggered_sizes_in_file_order(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with IngestSink(pafs.LocalFileSystem(), str(out), 4) as sink:
+        for start in range(0, 120_000, 4_000):  # 1,000 rows a shard each time
+            sink.write_items(items(start, 4_000, shards=4))
+    groups = {}
+    for shard in range(4):
+        meta = pq.ParquetFile(out / f"items/shard={shard:02d}/part-0.parquet").metadata
+        groups[shard] = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        rows = pq.ParquetFile(out / f"items/shard={shard:02d}/part-0.parquet").read()["source_row"].to_pylist()
+        assert rows == list(range(shard, 120_000, 4))  # every row once, in file order
+    # Each shard its own size (from 8,192 rows, by 2,048): the shards' writes do not all come in one batch.
+    assert [g[0] for g in groups.values()] == [9_000, 11_000, 13_000, 15_000]
+    assert all(sum(g) == 30_000 for g in groups.values())
+
+
 def test_a_failed_run_uploads_nothing_and_leaves_no_staging_files(tmp_path: Path) -> None:
     out, stage = tmp_path / "out", tmp_path / "stage"
     stage.mkdir()
