@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,6 @@ from flows.ingest.read import RawBatch
 _ROW_BITS = 40
 _ROW_MASK = (1 << _ROW_BITS) - 1
 ACCEPTED, ID_DUPLICATE, CONTENT_DUPLICATE = 0, 1, 2
-_T = TypeVar("_T")
 
 
 @dataclass

@@ -287,36 +287,31 @@ def _buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offs.astype(np.int64) - start, data
 
 
-def _fmix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, in place."""
-    np.bitwise_xor(x, x >> _S30, out=x)
-    np.multiply(x, _K2, out=x)
-    np.bitwise_xor(x, x >> _S27, out=x)
-    np.multiply(x, _K3, out=x)
-    np.bitwise_xor(x, x >> _S31, out=x)
+@njit(nogil=True, cache=True)
+def _fmix1(x):
+    """SplitMix64's finaliser, of one value."""
+    x ^= x >> _S30
+    x *= _K2
+    x ^= x >> _S27
+    x *= _K3
+    x ^= x >> _S31
     return x
 
 
 @njit(nogil=True, cache=True)
-def _fmix1(x):
-    """SplitMix64's finaliser, of one value."""
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
+def _fmix(x):
+    """SplitMix64's finaliser, of each value, in place."""
+    for i in range(x.shape[0]):
+        x[i] = _fmix1(x[i])
     return x
 
 
 @njit(nogil=True, cache=True)
 def _digest(offsets, data, valid, out):
     """See :func:`digest`: one pass over each value's bytes, read as little-endian words zero-padded to 8."""
-    k1 = np.uint64(0x9E3779B97F4A7C15)
-    k3 = np.uint64(0x94D049BB133111EB)
     for i in range(offsets.shape[0] - 1):
         if not valid[i]:
-            out[i, 0] = np.uint64(0x6E756C6C6E756C6C)
-            out[i, 1] = np.uint64(0x4E554C4C4E554C4C)
+            out[i, 0], out[i, 1] = _NULL_DIGEST
             continue
         start = offsets[i]
         length = offsets[i + 1] - start
@@ -341,14 +336,14 @@ def _digest(offsets, data, valid, out):
                 word = np.uint64(0)
                 for b in range(length - j):
                     word |= np.uint64(data[at + b]) << np.uint64(8 * b)
-            mixed = _fmix1((pos * k1) ^ word)
+            mixed = _fmix1((pos * _K1) ^ word)
             hx ^= mixed
             ha += mixed
             pos += np.uint64(1)
             j += 8
         n = np.uint64(length)
-        out[i, 0] = _fmix1(hx ^ (n * k3) ^ np.uint64(0x243F6A8885A308D3))
-        out[i, 1] = _fmix1(ha + n * k1 + np.uint64(0x13198A2E03707344))
+        out[i, 0] = _fmix1(hx ^ (n * _K3) ^ _SEED[0])
+        out[i, 1] = _fmix1(ha + n * _K1 + _SEED[1])
 
 
 def digest(col: pa.Array) -> np.ndarray:

@@ -64,6 +64,11 @@ class _HashedBody:
         self._body.close()
         return self.sha256.hexdigest()
 
+    def abort(self) -> None:
+        """Drop the response without reading the rest (its hash is then of no use)."""
+        if not self.eof:
+            self._body.close()
+
 
 class _SourceHandler(pafs.FileSystemHandler):
     """One object of the store, read only at its listed ETag; every other call is refused."""
@@ -96,7 +101,7 @@ class _SourceHandler(pafs.FileSystemHandler):
         return pa.OSFile(str(self._source.download(path)), "r")
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("a source object is only read")
+        raise PermissionError(f"{self._source.uri} is a client's source object: Kazi only reads it")
 
     get_file_info = get_file_info_selector = create_dir = delete_dir = delete_dir_contents = _refuse
     delete_root_dir_contents = delete_file = move = copy_file = _refuse
@@ -140,8 +145,8 @@ class SourceFiles:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         for body in (self._first, self._last):
-            if body is not None and not body.eof:
-                body._body.close()
+            if body is not None:
+                body.abort()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
 
@@ -155,8 +160,8 @@ class SourceFiles:
         if self._first is not None:
             body, self._first = self._first, None
         else:
-            if self._last is not None and not self._last.eof:
-                self._last._body.close()
+            if self._last is not None:
+                self._last.abort()
             body = _HashedBody(self._store.open_version(self.bucket, self.key, self.etag))
         self._last = body
         return body
