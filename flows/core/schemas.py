@@ -17,7 +17,6 @@ ITEMS = pa.schema(
         pa.field("media_uri", pa.string()),
         pa.field("fields", pa.string(), metadata={"json": "object"}),
         pa.field("record", pa.string(), nullable=False, metadata={"json": "object"}),
-        pa.field("content_hash", pa.string(), nullable=False),
         pa.field("source_object", pa.string(), nullable=False),
         pa.field("source_row", pa.int64(), nullable=False),
         pa.field("shard", pa.int32(), nullable=False),

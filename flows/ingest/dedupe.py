@@ -108,6 +108,8 @@ class IngestedBatch(NamedTuple):
     decode_fallbacks: int
     file_error: str | None
     missing_columns: tuple[str, ...] = ()  # optional mapped columns this file lacks (values null)
+    #: First 64 bits of each accepted row's content digest, in ``accepted``'s order (for the sample).
+    content_keys: np.ndarray = np.zeros(0, np.uint64)
 
 
 class ReconciliationError(AssertionError):
@@ -358,6 +360,7 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     order = acc[np.argsort(p.shards[acc], kind="stable")]
     in_place = len(order) == n and bool(np.all(order[1:] > order[:-1]))
     accepted = p.items if in_place else p.items.take(pa.array(order, pa.int64()))
+    content_keys = canon.content_keys[order, 0]
     accepted = accepted.cast(ITEMS)  # only now: rejected rows may have null ids
     dup_rows = valid[dup]
     objects, rows = state.where(dup_of[dup])
@@ -383,6 +386,7 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
         decode_fallbacks=raw.decode_fallbacks,
         file_error=raw.file_error,
         missing_columns=p.optional_missing,
+        content_keys=content_keys,
     )
 
 

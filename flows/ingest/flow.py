@@ -137,7 +137,7 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
                         sink.write_items(batch.accepted)
                         sink.write_quarantine(batch.quarantined)
                         sink.write_duplicates(batch.duplicates)
-                        sample.add(batch.accepted)
+                        sample.add(batch.accepted, batch.content_keys)
                         quarantine.add(batch.quarantined)
                         recon = recon.add(batch)
                     hashed.append(replace(source, sha256=files.sha256()))

@@ -9,7 +9,6 @@ limit are deleted afterwards.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -132,7 +131,6 @@ def build_world(
             "media_uri": [None] * n_items,
             "fields": [None] * n_items,
             "record": [json.dumps(r) for r in data.rows],
-            "content_hash": [hashlib.sha256(i.encode()).hexdigest()[:32] for i in ids],
             "source_object": [f"{base}input.jsonl"] * n_items,
             "source_row": list(range(n_items)),
             "shard": [0] * n_items,

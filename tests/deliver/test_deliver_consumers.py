@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -130,7 +129,6 @@ def stage(
             "media_uri": media,
             "fields": [None] * len(rows),
             "record": records,
-            "content_hash": [hashlib.sha256(r.encode()).hexdigest()[:32] for r in records],
             "source_object": [f"{base}in.parquet"] * len(rows),
             "source_row": list(range(len(rows))),
             "shard": [0] * len(rows),

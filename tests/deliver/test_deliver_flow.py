@@ -224,7 +224,6 @@ def build_world(settings: Settings, store: ObjectStore, s3_prefix: str, unique: 
             "media_uri": [uris[i] for i in item_ids()],
             "fields": [None] * N_ITEMS,
             "record": records,
-            "content_hash": [hashlib.sha256(r.encode()).hexdigest()[:32] for r in records],
             "source_object": [f"{base}input/items.csv"] * N_ITEMS,
             "source_row": list(range(N_ITEMS)),
             "shard": [n % 2 for n in range(N_ITEMS)],

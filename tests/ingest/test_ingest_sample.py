@@ -1,7 +1,8 @@
-"""The sample Great Expectations validates: fixed size, uniform over content hashes, order-independent."""
+"""The sample Great Expectations validates: fixed size, uniform over content keys, order-independent."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -10,7 +11,7 @@ from flows.ingest.sample import ItemSample
 pytestmark = pytest.mark.unit
 
 
-def items(ids: list[str], hashes: list[str]) -> pa.Table:
+def items(ids: list[str]) -> pa.Table:
     n = len(ids)
     return pa.table(
         {
@@ -18,15 +19,19 @@ def items(ids: list[str], hashes: list[str]) -> pa.Table:
             "text": [f"t-{i}" for i in ids],
             "media_uri": pa.nulls(n, pa.string()),
             "fields": pa.nulls(n, pa.string()),
-            "content_hash": hashes,
+            "record": [f'{{"id":"{i}"}}' for i in ids],
         }
     )
 
 
-def test_the_k_smallest_content_hashes_are_kept_in_order() -> None:
+def keys(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.uint64)
+
+
+def test_the_k_smallest_content_keys_are_kept_in_order() -> None:
     sample = ItemSample(3)
-    sample.add(items(["a", "b", "c", "d"], ["9", "2", "7", "4"]))
-    sample.add(items(["e", "f"], ["1", "8"]))
+    sample.add(items(["a", "b", "c", "d"]), keys([9, 2, 7, 4]))
+    sample.add(items(["e", "f"]), keys([1, 2**64 - 1]))
     got = sample.table()
     assert got.column_names == ["item_id", "text", "media_uri", "fields"]
     assert got["item_id"].to_pylist() == ["e", "b", "d"]
@@ -36,15 +41,17 @@ def test_the_k_smallest_content_hashes_are_kept_in_order() -> None:
 @pytest.mark.parametrize("k", [1, 5, 64])
 def test_the_sample_does_not_depend_on_batch_order_or_size(k: int) -> None:
     ids = [f"id-{i:04d}" for i in range(500)]
-    hashes = [f"{(i * 7919) % 1000:04d}" for i in range(500)]  # a few ties on the hash: id decides
-    hashes[10] = hashes[20]
+    values = [(i * 7919) % 1000 for i in range(500)]  # a few ties on the key: the id decides
+    values[10] = values[20]
     one = ItemSample(k)
-    one.add(items(ids, hashes))
+    one.add(items(ids), keys(values))
     other = ItemSample(k)
     for start in reversed(range(0, 500, 37)):
-        other.add(items(ids[start : start + 37], hashes[start : start + 37]))
+        other.add(items(ids[start : start + 37]), keys(values[start : start + 37]))
     assert one.table().equals(other.table())
     assert one.table().num_rows == k
+    ranked = sorted(zip(values, ids, strict=True))[:k]
+    assert one.table()["item_id"].to_pylist() == [i for _, i in ranked]
 
 
 def test_an_empty_sample_has_the_item_columns() -> None:
@@ -56,3 +63,8 @@ def test_an_empty_sample_has_the_item_columns() -> None:
 def test_a_sample_holds_at_least_one_row() -> None:
     with pytest.raises(ValueError, match="at least one row"):
         ItemSample(0)
+
+
+def test_every_item_needs_its_content_key() -> None:
+    with pytest.raises(ValueError, match="2 items but 1 content keys"):
+        ItemSample(5).add(items(["a", "b"]), keys([1]))

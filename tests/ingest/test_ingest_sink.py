@@ -26,7 +26,6 @@ def items(start: int, n: int, shards: int = 2) -> pa.Table:
             "media_uri": pa.nulls(n, pa.string()),
             "fields": pa.nulls(n, pa.string()),
             "record": [f'{{"id":"i{r}"}}' for r in rows],
-            "content_hash": [f"{r:032x}" for r in rows],
             "source_object": ["s3://b/in.csv"] * n,
             "source_row": pa.array(list(rows), pa.int64()),
             "shard": pa.array([r % shards for r in rows], pa.int32()),

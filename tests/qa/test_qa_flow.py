@@ -202,7 +202,6 @@ def build_world(
             "media_uri": [f"{base}media/{i}.jpg" for i in items],
             "fields": [None] * N_ITEMS,
             "record": records,
-            "content_hash": [f"h{i}" for i in items],
             "source_object": [f"{base}input/items.csv"] * N_ITEMS,
             "source_row": list(range(N_ITEMS)),
             "shard": [0] * N_ITEMS,

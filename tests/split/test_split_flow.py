@@ -113,7 +113,6 @@ def build_world(settings: Settings, store: ObjectStore, s3_prefix: str, wo_id: s
             "media_uri": [uris[i] for i in real],
             "fields": [None] * n_items,
             "record": [json.dumps({"id": i, "uri": uris[i]}) for i in real],
-            "content_hash": [hashlib.sha256(i.encode()).hexdigest()[:32] for i in real],
             "source_object": [f"{base}input.csv"] * n_items,
             "source_row": list(range(n_items)),
             "shard": [n % 2 for n in range(n_items)],

@@ -58,7 +58,6 @@ def isolated(stack_settings, store, s3_prefix, unique, monkeypatch) -> Iterator[
             "media_uri": [None] * 40,
             "fields": [None] * 40,
             "record": [json.dumps({"message_id": i}) for i in ids],
-            "content_hash": [f"{n:032x}" for n in range(40)],
             "source_object": [f"s3://{bucket}/{s3_prefix}in.jsonl"] * 40,
             "source_row": list(range(40)),
             "shard": [0] * 40,
