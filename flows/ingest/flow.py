@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from flows.core.contracts import load_contract
 from flows.core.data_docs import publish_data_docs
 from flows.core.gx import docs_context, run_checkpoint
 from flows.core.malloc import bound_heap_growth
-from flows.core.models import IngestResult, WorkOrder
+from flows.core.models import IngestResult, SourceFormat, WorkOrder
 from flows.core.s3 import ObjectStore, S3Error, parse_uri
 from flows.core.settings import load_settings
 from flows.core.workspace import read_model_or_none, workspace, write_json, write_model
@@ -43,7 +44,7 @@ from flows.ingest.contract import (
 from flows.ingest.dedupe import Reconciliation, SeenState, ingest_batches
 from flows.ingest.media import media_check
 from flows.ingest.normalise import N_SHARDS
-from flows.ingest.read import iter_batches
+from flows.ingest.read import RawBatch, iter_batches
 from flows.ingest.sample import SAMPLE_ROWS, ItemSample
 from flows.ingest.sink import IngestSink, QuarantineTally, quarantine_summary
 from flows.ingest.source_files import SourceFiles
@@ -113,7 +114,9 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
     """Stream every source file through read -> check -> normalise -> dedupe into the version's tables.
 
     Each object is read once, at the ETag it was listed with, and hashed as it is read
-    (:mod:`flows.ingest.source_files`).
+    (:mod:`flows.ingest.source_files`). The objects go through one pipeline, one after the other, so the
+    next object is opened (a Parquet file downloaded) and its first batches read while the last batches of
+    the one before are deduplicated and written, instead of the pipeline emptying at every object.
     """
     bound_heap_growth()  # resident memory that does not grow with the input: see flows.core.malloc
     logger = get_run_logger()
@@ -128,38 +131,49 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
     recon = Reconciliation()
     root = f"{ws.bucket}/{ws.key('ingest', version)}"
     hashed: list[SourceObject] = []
+    done_files = 0
     try:
         with IngestSink(store.filesystem, root, N_SHARDS, upload=store.upload_file) as sink:
-            for n, source in enumerate(sources, start=1):
-                with SourceFiles(store, source.uri, source.etag) as files:
-                    batches = iter_batches(files.fs, files.path, work_order.source.format, name=source.uri)
-                    for batch in ingest_batches(batches, work_order, contract, seen, media_check=check):
-                        sink.write_items(batch.accepted)
-                        sink.write_quarantine(batch.quarantined)
-                        sink.write_duplicates(batch.duplicates)
-                        sample.add(batch.accepted, batch.content_keys)
-                        quarantine.add(batch.quarantined)
-                        recon = recon.add(batch)
-                    hashed.append(replace(source, sha256=files.sha256()))
-                # Give Arrow's freed pages back after each file: the CSV reader's blocks otherwise pile up
-                # in the allocator (canonicalise of 5M CSV rows: peak 980 -> 917 MB, same speed).
-                pa.default_memory_pool().release_unused()
-                logger.info(
-                    "%d/%d %s: %d rows read so far, %d accepted, %d quarantined, %d duplicates",
-                    n,
-                    len(sources),
-                    source.uri,
-                    recon.rows_read,
-                    recon.accepted,
-                    recon.quarantined,
-                    recon.duplicates,
-                )
+            batches = source_batches(store, sources, work_order.source.format, hashed)
+            for batch in ingest_batches(batches, work_order, contract, seen, media_check=check):
+                sink.write_items(batch.accepted)
+                sink.write_quarantine(batch.quarantined)
+                sink.write_duplicates(batch.duplicates)
+                sample.add(batch.accepted, batch.content_keys)
+                quarantine.add(batch.quarantined)
+                recon = recon.add(batch)
+                if batch.last:
+                    done_files += 1
+                    # Give Arrow's freed pages back after each file: the CSV reader's blocks otherwise pile
+                    # up in the allocator (canonicalise of 5M CSV rows: peak 980 -> 917 MB, same speed).
+                    pa.default_memory_pool().release_unused()
+                    logger.info(
+                        "%d/%d %s: %d rows read so far, %d accepted, %d quarantined, %d duplicates",
+                        done_files,
+                        len(sources),
+                        batch.source_object,
+                        recon.rows_read,
+                        recon.accepted,
+                        recon.quarantined,
+                        recon.duplicates,
+                    )
     finally:
         seen.close()
     # Arrow's allocator keeps freed pages for reuse; validation allocates through malloc (pandas, GX), so
     # give them back now rather than hold them idle through the rest of the run.
     pa.default_memory_pool().release_unused()
     return Canonicalised(recon.check(), sample.table(), quarantine.head, quarantine.fields, hashed)
+
+
+def source_batches(
+    store: ObjectStore, sources: list[SourceObject], fmt: SourceFormat, hashed: list[SourceObject]
+) -> Iterator[RawBatch]:
+    """The raw batches of every source object in turn, each object read at its listed ETag; each object,
+    with its SHA-256, is appended to ``hashed`` once its last batch has been taken."""
+    for source in sources:
+        with SourceFiles(store, source.uri, source.etag) as files:
+            yield from iter_batches(files.fs, files.path, fmt, name=source.uri)
+            hashed.append(replace(source, sha256=files.sha256()))
 
 
 @task(name="validate items", task_run_name="{work_order.id} / validate {version}", cache_policy=NO_CACHE)
