@@ -17,6 +17,12 @@ last, says which parameters made it, so reruns reuse it.
 The two cores are shared with whatever else runs: under load the wall-clock ratio follows the ratio of CPU
 time, so the CPU seconds of each side (all its threads) are shown too.
 
+A run of a small dataset (``--fixed-rows``, 20,000 by default) comes first: what each side spends on a run
+whatever its size (Kazi: the Prefect flow and task runs, Great Expectations and its Data Docs, loading the
+compiled kernels, opening the S3 clients). Each size then also shows the throughput *per row* beyond that,
+``(rows - small rows) / (time - small time)``, side by side: how much of the gap is per run and how much
+per row. The goal stays on the whole flow.
+
 Each side runs in its own subprocess; its peak RSS is that process's ``ru_maxrss`` (``os.wait4``). Outputs
 are deleted afterwards. Several ``--rows`` values run one after the other, to show whether peak memory
 depends on the input size.
@@ -324,10 +330,53 @@ def report(rows: int, files: int, results: Results, mb: dict[SourceFormat, float
     )
 
 
+#: Rows of the small run that measures what a run costs whatever its size.
+FIXED_ROWS = 20_000
+
+
+def _totals(results: Results, side: str) -> tuple[int, float]:
+    """(rows, seconds) of one side over both formats."""
+    return (
+        sum(results[side, f]["rows"] for f in FORMATS),
+        sum(results[side, f]["seconds"] for f in FORMATS),
+    )
+
+
+def per_run(small: Results) -> str:
+    """What each side spends on a run of a tiny dataset: set-up, validation, flow overhead."""
+    parts = []
+    for side in ("raw", "kazi"):
+        each = ", ".join(f"{f.value} {small[side, f]['seconds']:.2f} s" for f in FORMATS)
+        parts.append(f"{side} {each}")
+        if side == "kazi":
+            steps = small[side, FORMATS[0]]["steps"]
+            parts[-1] += " (" + ", ".join(f"{k} {v:.2f}" for k, v in sorted(steps.items())) + f" on {FORMATS[0].value})"
+    return "; ".join(parts)
+
+
+def marginal(small: Results, big: Results) -> None:
+    """Throughput per row beyond a run's fixed cost: (rows_big - rows_small) / (time_big - time_small)."""
+    rates = {}
+    for side in ("raw", "kazi"):
+        (n_small, t_small), (n_big, t_big) = _totals(small, side), _totals(big, side)
+        rates[side] = (n_big - n_small) / (t_big - t_small)
+    print(
+        f"per-row throughput (beyond each run's fixed cost): raw {rates['raw']:,.0f} rows/s, kazi "
+        f"{rates['kazi']:,.0f} rows/s, kazi / raw {rates['kazi'] / rates['raw']:.2f}x "
+        "(the goal is on the whole flow, above; this says how much of the gap is per run, not per row)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000], help="dataset sizes, run in turn")
     parser.add_argument("--files", type=int, default=10, help="objects per dataset, half CSV and half Parquet")
+    parser.add_argument(
+        "--fixed-rows",
+        type=int,
+        default=FIXED_ROWS,
+        help="a small dataset run first, to split each side's time into a cost per run and a cost per row (0: off)",
+    )
     parser.add_argument("--child", nargs=5, metavar=("SIDE", "FORMAT", "ROWS", "FILES", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -341,10 +390,16 @@ def main() -> None:
         f"S3 {store.settings.s3_endpoint_url}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    small: Results | None = None
+    if args.fixed_rows:
+        small, _ = bench(store, args.fixed_rows, args.files)
+        print(f"\nper-run cost ({args.fixed_rows:,} rows, both formats): " + per_run(small))
     summary = []
     for rows in args.rows:
         results, mb = bench(store, rows, args.files)
         report(rows, args.files, results, mb)
+        if small is not None:
+            marginal(small, results)
         summary.append((rows, results))
     if len(summary) > 1:
         print("\npeak RSS by input size (MB), per format (each run is one work order of half the rows):")
