@@ -225,7 +225,7 @@ class DigestIndex:
         self._count = 0  # keys in the table
         self.size = 0  # keys recorded, in the table and in runs
         keys = memory_keys + _BATCH_HINT if size_hint is None else max(1, size_hint)
-        self._allocate(_capacity_for(-(-keys * 5 // 3)))
+        self._allocate(_table_capacity(keys))
 
     def _allocate(self, capacity: int) -> None:
         self._hi = np.zeros(capacity, dtype=np.uint64)
@@ -242,7 +242,7 @@ class DigestIndex:
         """Before ``n`` more keys may go in: write a full table out as a run, and keep it at most 60 % full."""
         if self._count >= self._memory_keys:
             self._spill()
-        need = _capacity_for(-(-(self._count + n) * 5 // 3))  # at most 60 % full
+        need = _table_capacity(self._count + n)
         if need > len(self._loc):
             taken = self._loc != _EMPTY
             hi, lo, loc = self._hi[taken], self._lo[taken], self._loc[taken]
@@ -322,7 +322,9 @@ class DigestIndex:
                 last = self._filters[-1].capacity if self._filters else 2 * self._memory_keys
                 self._filters.append(_Bloom(max(2 * last, len(hi))))
             self._filters[-1].add(_Run(folder, len(hi)), hi, lo)
-        # Empty the table; it keeps its size, as it fills up to it again.
+        self._empty()  # it keeps its size, as it fills up to it again
+
+    def _empty(self) -> None:
         self._loc.fill(_EMPTY)
         self._count = 0
 
@@ -340,8 +342,7 @@ class DigestIndex:
             self._folder = None
         self._filters = []
         self.size = 0
-        self._loc.fill(_EMPTY)
-        self._count = 0
+        self._empty()
 
     @property
     def nbytes(self) -> int:
@@ -388,6 +389,6 @@ def _spread(hi: np.ndarray) -> np.ndarray:
     return hi * _GOLDEN
 
 
-def _capacity_for(keys: int) -> int:
-    """A power of two of at least ``keys`` (and 16)."""
-    return 1 << max(4, int(keys - 1).bit_length())
+def _table_capacity(keys: int) -> int:
+    """Slots for ``keys`` keys with the table at most 60 % full: a power of two, at least 16."""
+    return 1 << max(4, int(-(-keys * 5 // 3) - 1).bit_length())

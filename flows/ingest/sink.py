@@ -150,15 +150,22 @@ class IngestSink:
     def duplicates_path(self) -> str:
         return f"{self.root}/duplicates.parquet"
 
-    def _open(self, key: str, schema: pa.Schema) -> _Part:
+    def _open(self, key: str, schema: pa.Schema, lane: int) -> _Part:
         self._opened += 1
         local = self._stage / f"{self._opened:05d}.parquet"
-        return _Part(pq.ParquetWriter(str(local), schema, **PARQUET_OPTIONS), local, key)
+        return _Part(pq.ParquetWriter(str(local), schema, **PARQUET_OPTIONS), local, key, lane=lane)
 
-    def _write_later(self, write: Callable[..., None], *args: object, lane: int) -> Future[None]:
+    def _open_quarantine(self) -> _Part:
+        return self._open(self.quarantine_path, QUARANTINE, lane=0)
+
+    def _open_duplicates(self) -> _Part:
+        return self._open(self.duplicates_path, DUPLICATES, lane=1)
+
+    def _write_later(self, part: _Part, write: Callable[..., None], *args: object) -> Future[None]:
+        """Run ``write(*args)`` on ``part``'s writer thread, after the part's earlier writes."""
         while len(self._writes) >= _WRITES_IN_FLIGHT:
             self._writes.popleft().result()
-        future = self._writers[lane % _WRITER_THREADS].submit(write, *args)
+        future = self._writers[part.lane % _WRITER_THREADS].submit(write, *args)
         future.add_done_callback(self._note_failure)
         self._writes.append(future)
         return future
@@ -189,7 +196,7 @@ class IngestSink:
         # At most a few uploads queued: a slow S3 slows the ingest instead of filling the local disk.
         while len(self._uploads) >= _UPLOADS_IN_FLIGHT:
             self._uploads.pop(0).result()
-        self._uploads.append(self._pool.submit(self._upload, part, self._write_later(part.close, lane=part.lane)))
+        self._uploads.append(self._pool.submit(self._upload, part, self._write_later(part, part.close)))
 
     def write_items(self, items: pa.Table) -> None:
         if items.num_rows == 0:
@@ -210,11 +217,10 @@ class IngestSink:
             if part is None:
                 number = self._next_part.get(shard, 0)
                 self._next_part[shard] = number + 1
-                part = self._items[shard] = self._open(self.shard_path(shard, number), ITEMS)
-                part.lane = shard
+                part = self._items[shard] = self._open(self.shard_path(shard, number), ITEMS, lane=shard)
             group = part.add(sorted_items.slice(int(start), int(end - start)), self._group_rows(shard))
             if group is not None:
-                self._write_later(part.writer.write_table, group, lane=part.lane)
+                self._write_later(part, part.writer.write_table, group)
             if part.rows >= self.rows_per_part:
                 self._upload_later(self._items.pop(shard))
 
@@ -231,26 +237,25 @@ class IngestSink:
     def write_quarantine(self, rows: pa.Table) -> None:
         if rows.num_rows:
             if self._quarantine is None:
-                self._quarantine = self._open(self.quarantine_path, QUARANTINE)
+                self._quarantine = self._open_quarantine()
             part = self._quarantine
-            self._write_later(part.writer.write_table, rows.select(QUARANTINE.names).cast(QUARANTINE), lane=part.lane)
+            self._write_later(part, part.writer.write_table, rows.select(QUARANTINE.names).cast(QUARANTINE))
 
     def write_duplicates(self, rows: pa.Table) -> None:
         if rows.num_rows:
             if self._duplicates is None:
-                self._duplicates = self._open(self.duplicates_path, DUPLICATES)
-                self._duplicates.lane = 1
+                self._duplicates = self._open_duplicates()
             part = self._duplicates
-            self._write_later(part.writer.write_table, rows.select(DUPLICATES.names).cast(DUPLICATES), lane=part.lane)
+            self._write_later(part, part.writer.write_table, rows.select(DUPLICATES.names).cast(DUPLICATES))
 
     def close(self) -> None:
         """Close every writer and upload what is left; tables that got no rows are written empty."""
         parts = list(self._items.values())
         self._items = {}
-        parts.append(self._quarantine or self._open(self.quarantine_path, QUARANTINE))
-        parts.append(self._duplicates or self._open(self.duplicates_path, DUPLICATES))
+        parts.append(self._quarantine or self._open_quarantine())
+        parts.append(self._duplicates or self._open_duplicates())
         try:
-            closed = [(p, self._write_later(p.close, lane=p.lane)) for p in parts]
+            closed = [(p, self._write_later(p, p.close)) for p in parts]
             while self._writes:  # a failed write fails the ingest before the last files go up
                 self._writes.popleft().result()
             self._uploads += [self._pool.submit(self._upload, p, done) for p, done in closed]
