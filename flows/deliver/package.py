@@ -130,7 +130,7 @@ def _parquet_paths(store: ObjectStore, uri: str) -> list[str]:
 
 
 def read_parquet(store: ObjectStore, uri: str, schema: pa.Schema, columns: Sequence[str] | None = None) -> pa.Table:
-    """A Parquet object or every Parquet object under a prefix (``shard=NN/`` folders too), as ``schema``.
+    """A Parquet object or every Parquet object under a prefix (folders too, e.g. ``shard=NN/``), as ``schema``.
 
     Returns an empty table when a prefix holds no Parquet object.
     """

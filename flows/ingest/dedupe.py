@@ -213,7 +213,6 @@ class PreparedBatch:
     rows_read: int
     quarantined: pa.Table
     items: pa.Table  # canon.items
-    shards: np.ndarray  # items' shard numbers
 
 
 def ingest_batches(
@@ -248,7 +247,7 @@ def ingest_batches(
 
     Yields:
         One :class:`IngestedBatch` per raw batch. The first three fields are the tables; the accepted
-        rows come in shard order, each shard's in file order.
+        rows come in file order.
     """
 
     def prepare(raw: RawBatch) -> PreparedBatch:
@@ -301,7 +300,6 @@ def prepare_batch(
         raw.records,
         quarantined,
         canon.items,
-        canon.items.column("shard").to_numpy(),
     )
 
 
@@ -354,13 +352,15 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     )
     acc = valid[kind == ACCEPTED]
     dup = kind != ACCEPTED
-    # The accepted rows in shard order (stable: a shard's rows stay in file order), so the sink writes
-    # each shard's slice as it comes: one copy of the rows, which picks and orders them at once (sorting
-    # ahead and then filtering copied every string twice).
-    order = acc[np.argsort(p.shards[acc], kind="stable")]
-    in_place = len(order) == n and bool(np.all(order[1:] > order[:-1]))
-    accepted = p.items if in_place else p.items.take(pa.array(order, pa.int64()))
-    content_keys = canon.content_keys[order, 0]
+    # The accepted rows in file order: one copy of the rows that drops the others (a filter copies runs
+    # of rows; nothing at all when every row was accepted).
+    if len(acc) == n:
+        accepted = p.items
+    else:
+        keep = np.zeros(n, dtype=bool)
+        keep[acc] = True
+        accepted = p.items.filter(pa.array(keep))
+    content_keys = canon.content_keys[acc, 0]
     accepted = accepted.cast(ITEMS)  # only now: rejected rows may have null ids
     dup_rows = valid[dup]
     objects, rows = state.where(dup_of[dup])

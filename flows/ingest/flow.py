@@ -34,6 +34,7 @@ from flows.core.malloc import bound_heap_growth
 from flows.core.models import IngestResult, SourceFormat, WorkOrder
 from flows.core.s3 import ObjectStore, S3Error, parse_uri
 from flows.core.settings import load_settings
+from flows.core.startup import freeze_imported_objects
 from flows.core.workspace import read_model_or_none, workspace, write_json, write_model
 from flows.ingest.contract import (
     build_suite,
@@ -43,7 +44,6 @@ from flows.ingest.contract import (
 )
 from flows.ingest.dedupe import Reconciliation, SeenState, ingest_batches
 from flows.ingest.media import media_check
-from flows.ingest.normalise import N_SHARDS
 from flows.ingest.read import RawBatch, iter_batches
 from flows.ingest.sample import SAMPLE_ROWS, ItemSample
 from flows.ingest.sink import IngestSink, QuarantineTally, quarantine_summary
@@ -133,7 +133,7 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
     hashed: list[SourceObject] = []
     done_files = 0
     try:
-        with IngestSink(store.filesystem, root, N_SHARDS, upload=store.upload_file) as sink:
+        with IngestSink(store.filesystem, root, upload=store.upload_file) as sink:
             batches = source_batches(store, sources, work_order.source.format, hashed)
             for batch in ingest_batches(batches, work_order, contract, seen, media_check=check):
                 sink.write_items(batch.accepted)
@@ -354,3 +354,6 @@ def ingest_flow(work_order: WorkOrder) -> IngestResult:
         version,
     )
     return result
+
+
+freeze_imported_objects()  # this module's imports are done: see flows.core.startup

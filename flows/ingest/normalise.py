@@ -18,7 +18,8 @@ Decisions, in the order a row meets them:
   the largest column of the table otherwise (39 -> 22 compressed bytes a row for short texts).
 * ``text`` is kept exactly (not trimmed); ``media_uri`` is trimmed; ``fields`` is a JSON object of the
   mapped listing fields, task field name -> client value, in mapping order.
-* ``shard`` = id-key digest mod ``N_SHARDS``: stable across runs and machines, for partitioning.
+* ``shard`` = id-key digest mod ``N_SHARDS``: stable across runs and machines, for a stage that
+  partitions by id (the files themselves are parts in ingest order, see :mod:`flows.ingest.sink`).
 
 Digests are 128-bit, computed over the Arrow buffers by a compiled kernel (no Python per row): each 8-byte
 word of a value is mixed with its position (the SplitMix64 finaliser) and the words are folded by XOR and

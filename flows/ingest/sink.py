@@ -1,14 +1,19 @@
-"""Where ingested batches go: Parquet files per shard, plus the quarantine and duplicates tables.
+"""Where ingested batches go: the items as Parquet parts in ingest order, the quarantine and duplicates tables.
+
+Items are written in the order they were read, to ``items/part-NNNNN.parquet``: a part is closed after
+:data:`ROWS_PER_PART` rows and uploaded by a background thread while the next one fills, so uploading
+overlaps the work and only the last part is left to send at the end. (Items used to go to 16 files by
+id hash, ``items/shard=NN/``, which no stage reads by: every shard file got rows from every batch, so the
+rows had to be reordered (a copy of every string), and no file filled up before the end, so all of them
+went up after the last batch: 0.5 s of 3.9 at 2.5M rows, 1.0 s of 8 at 5M. The ``shard`` column is still
+written, for a stage that wants to partition by id.)
 
 Files are written to a local staging folder and uploaded whole, not streamed to S3: an S3 output stream
-holds its multipart buffers in memory (about 15 MB each, measured about 300 MB for the 18 open tables of a
-run), a local file holds nothing, and the upload (boto3's managed transfer on S3, see ``upload``) holds
-two 8 MB parts per file in flight. Row groups are encoded and compressed on two writer threads (each
-file's writes on one of them, in order). A shard's file is closed after :data:`ROWS_PER_PART` rows and
-uploaded by a background thread while the next part fills, so uploading overlaps the work and the staging
-folder stays small; the rest is uploaded in parallel at :meth:`IngestSink.close`. Keys are deterministic
-for an ingest version (parts roll over at fixed row counts), so a rerun after a crash rewrites the same
-objects with the same rows instead of adding new ones.
+holds its multipart buffers in memory (about 15 MB each), a local file holds nothing, and the upload
+(boto3's managed transfer on S3, see ``upload``) holds two 8 MB parts per file in flight. Row groups are
+encoded and compressed on writer threads (each file's writes on one of them, in order; parts take turns).
+Keys are deterministic for an ingest version (parts roll over at fixed row counts), so a rerun after a
+crash rewrites the same objects with the same rows instead of adding new ones.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -41,22 +45,16 @@ PARQUET_OPTIONS = {
     "write_statistics": ["item_id", "source_object", "source_row", "shard", "field", "kind", "duplicate_of_object"],
     "use_dictionary": ["source_object", "shard", "field", "reason", "kind", "duplicate_of_object"],
 }
-#: Items rows in one shard file before it is closed, uploaded, and the next part started.
-ROWS_PER_PART = 1_000_000
-#: Items rows gathered per shard before they are written as one row group (at most: see
-#: ``IngestSink._group_rows``). A batch spreads over every shard (about 4,000 rows each of a 65,536-row
-#: batch); writing those slices one by one costs half as much again as writing row groups of this size
-#: (measured 1.67 vs 1.13 us a row), for at most about 16 x 16,384 rows held (about 100 MB).
-ROW_GROUP_ROWS = 16_384
+#: Items rows in one part file before it is closed, uploaded, and the next part started (about 11 MB).
+ROWS_PER_PART = 250_000
+#: Items rows gathered before they are written as one row group: a batch of the reader is about this size.
+ROW_GROUP_ROWS = 65_536
 _UPLOADS_IN_FLIGHT = 2
 #: Row groups queued for the writer threads: Parquet encoding and zstd (which release the GIL) run beside
-#: the caller's next batch instead of in its way. Rows spread evenly over the shards, so the shards fill a
-#: row group at about the same time and the caller waits for the writer in bursts. Measured at 5M rows per
-#: run (canonicalise on S3): 4 queued 12.4 s and 1,067 MB peak, 8 queued 11.3 s and 1,053 MB, 24 queued
-#: 11.1 s and 1,120 MB.
-_WRITES_IN_FLIGHT = 8
-#: Threads encoding row groups. With two, a burst of writes no longer waits on one thread while the other
-#: core idles (canonicalise on S3, 2.5M rows, 4 runs each: CSV 5.43 -> 5.10 s, Parquet 4.85 -> 4.60 s).
+#: the caller's next batch instead of in its way.
+_WRITES_IN_FLIGHT = 4
+#: Threads encoding row groups: a part's writes on one, while the part before it is finished on the other
+#: (and the quarantine and duplicates tables are written beside the items).
 _WRITER_THREADS = 2
 _UPLOAD_CHUNK = 8 << 20
 
@@ -100,8 +98,7 @@ class IngestSink:
     Args:
         fs: Where the tables go (S3 in production).
         root: Folder of the ingest version in ``fs``.
-        n_shards: Shards of the items table.
-        rows_per_part: Items rows per shard file.
+        rows_per_part: Items rows per part file.
         staging_dir: Parent of the private local folder files are written to first (default: the
             system's temporary folder).
         upload: How a finished local file goes to its path in ``fs`` (default: copied through ``fs`` in
@@ -113,7 +110,6 @@ class IngestSink:
         self,
         fs: pafs.FileSystem,
         root: str,
-        n_shards: int,
         *,
         rows_per_part: int = ROWS_PER_PART,
         staging_dir: Path | None = None,
@@ -121,13 +117,12 @@ class IngestSink:
     ) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
-        self.n_shards = n_shards
         self.rows_per_part = rows_per_part
         self._copy = upload or self._copy_through_fs
         self._stage = Path(tempfile.mkdtemp(prefix="kazi-ingest-", dir=staging_dir))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._stage, True)
-        self._items: dict[int, _Part] = {}
-        self._next_part: dict[int, int] = {}
+        self._current: _Part | None = None
+        self._next_part = 0
         self._quarantine: _Part | None = None
         self._duplicates: _Part | None = None
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="kazi-upload")
@@ -139,8 +134,8 @@ class IngestSink:
         self._uploads: list[Future[None]] = []
         self._opened = 0
 
-    def shard_path(self, shard: int, part: int = 0) -> str:
-        return f"{self.root}/items/shard={shard:02d}/part-{part}.parquet"
+    def part_path(self, number: int) -> str:
+        return f"{self.root}/items/part-{number:05d}.parquet"
 
     @property
     def quarantine_path(self) -> str:
@@ -199,40 +194,20 @@ class IngestSink:
         self._uploads.append(self._pool.submit(self._upload, part, self._write_later(part, part.close)))
 
     def write_items(self, items: pa.Table) -> None:
+        """Append items (in ingest order) to the current part; a full part is closed and sent up."""
         if items.num_rows == 0:
             return
-        items = items.cast(ITEMS)
-        shards = items.column("shard").to_numpy()
-        if np.all(shards[:-1] <= shards[1:]):  # already in shard order, as ingest_batches yields them
-            sorted_items, sorted_shards = items, shards
-        else:
-            order = np.argsort(shards, kind="stable")
-            sorted_items, sorted_shards = items.take(pa.array(order)), shards[order]
-        bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(sorted_shards)]])
-        for start, end in zip(starts, ends, strict=True):
-            shard = int(sorted_shards[start])
-            part = self._items.get(shard)
-            if part is None:
-                number = self._next_part.get(shard, 0)
-                self._next_part[shard] = number + 1
-                part = self._items[shard] = self._open(self.shard_path(shard, number), ITEMS, lane=shard)
-            group = part.add(sorted_items.slice(int(start), int(end - start)), self._group_rows(shard))
-            if group is not None:
-                self._write_later(part, part.writer.write_table, group)
-            if part.rows >= self.rows_per_part:
-                self._upload_later(self._items.pop(shard))
-
-    def _group_rows(self, shard: int) -> int:
-        """Rows of a shard's row groups: from half of :data:`ROW_GROUP_ROWS` to all of it, by shard.
-
-        Rows spread evenly over the shards, so with one size every shard filled a row group in the same
-        batch, and the caller waited for the writer thread while the second core idled; staggered, the
-        writes come a few at a time (canonicalise on S3, 2.5M rows, 8 runs each: 5.55 -> 5.17 s for CSV,
-        5.11 -> 4.81 s for Parquet). Fewer rows are held, too.
-        """
-        return ROW_GROUP_ROWS // 2 + (shard * ROW_GROUP_ROWS // 2) // self.n_shards
+        part = self._current
+        if part is None:
+            number = self._next_part
+            self._next_part += 1
+            part = self._current = self._open(self.part_path(number), ITEMS, lane=number)
+        group = part.add(items.cast(ITEMS), ROW_GROUP_ROWS)
+        if group is not None:
+            self._write_later(part, part.writer.write_table, group)
+        if part.rows >= self.rows_per_part:
+            self._current = None
+            self._upload_later(part)
 
     def write_quarantine(self, rows: pa.Table) -> None:
         if rows.num_rows:
@@ -250,8 +225,8 @@ class IngestSink:
 
     def close(self) -> None:
         """Close every writer and upload what is left; tables that got no rows are written empty."""
-        parts = list(self._items.values())
-        self._items = {}
+        parts = [self._current] if self._current is not None else []
+        self._current = None
         parts.append(self._quarantine or self._open_quarantine())
         parts.append(self._duplicates or self._open_duplicates())
         try:
@@ -273,10 +248,10 @@ class IngestSink:
         self._pool.shutdown(wait=True)
         self._writes.clear()
         self._uploads = []
-        for part in [*self._items.values(), self._quarantine, self._duplicates]:
+        for part in [self._current, self._quarantine, self._duplicates]:
             if part is not None and part.writer.is_open:
                 part.writer.close()
-        self._items, self._quarantine, self._duplicates = {}, None, None
+        self._current, self._quarantine, self._duplicates = None, None, None
         self._cleanup()
 
     def __enter__(self) -> IngestSink:

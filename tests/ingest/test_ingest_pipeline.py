@@ -88,16 +88,14 @@ def ingest(
         assert out.accepted.schema == ITEMS
         assert out.quarantined.schema == QUARANTINE
         assert out.duplicates.schema == DUPLICATES
-        # A batch's accepted rows come in shard order (what the sink writes), each shard's in file order.
+        # A batch's accepted rows come in file order (what the sink writes).
         accepted = out.accepted.to_pylist()
-        assert [r["shard"] for r in accepted] == sorted(r["shard"] for r in accepted)
-        for shard in {r["shard"] for r in accepted}:
-            rows = [r["source_row"] for r in accepted if r["shard"] == shard]
-            assert rows == sorted(rows)
+        rows = [r["source_row"] for r in accepted]
+        assert rows == sorted(rows)
         # The sample's key of each accepted row is its content digest, recomputed from the stored columns.
         content = [out.accepted.column(c).combine_chunks() for c in ("text", "media_uri", "fields")]
         assert out.content_keys.tolist() == content_digest(*content)[:, 0].tolist()
-        run.items += sorted(accepted, key=lambda r: r["source_row"])
+        run.items += accepted
         run.quarantine += out.quarantined.to_pylist()
         run.duplicates += out.duplicates.to_pylist()
         tally = tally.add(out)

@@ -1,4 +1,4 @@
-"""Where ingested batches go: shard files staged locally, rolled over and uploaded; the quarantine tally."""
+"""Where ingested batches go: item parts staged locally, rolled over and uploaded; the quarantine tally."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
+from flows.ingest import sink as sink_module
 from flows.ingest.sink import IngestSink, QuarantineTally
 
 pytestmark = pytest.mark.unit
 
 
-def items(start: int, n: int, shards: int = 2) -> pa.Table:
+def items(start: int, n: int) -> pa.Table:
     rows = range(start, start + n)
     return pa.table(
         {
@@ -28,7 +29,7 @@ def items(start: int, n: int, shards: int = 2) -> pa.Table:
             "record": [f'{{"id":"i{r}"}}' for r in rows],
             "source_object": ["s3://b/in.csv"] * n,
             "source_row": pa.array(list(rows), pa.int64()),
-            "shard": pa.array([r % shards for r in rows], pa.int32()),
+            "shard": pa.array([r % 16 for r in rows], pa.int32()),
         },
         schema=ITEMS,
     )
@@ -47,51 +48,49 @@ def quarantined(rows: list[int], field: str | None = "text") -> pa.Table:
     )
 
 
-def test_shards_roll_over_into_parts_and_every_row_lands_once(tmp_path: Path) -> None:
+def test_items_roll_over_into_parts_in_ingest_order_and_every_row_lands_once(tmp_path: Path) -> None:
     out, stage = tmp_path / "out", tmp_path / "stage"
     stage.mkdir()
-    with IngestSink(pafs.LocalFileSystem(), str(out), 2, rows_per_part=10, staging_dir=stage) as sink:
+    with IngestSink(pafs.LocalFileSystem(), str(out), rows_per_part=10, staging_dir=stage) as sink:
         for start in range(0, 50, 7):
             sink.write_items(items(start, min(7, 50 - start)))
         sink.write_quarantine(quarantined([3, 4]))
     parts = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
     assert parts == [
         "duplicates.parquet",
-        "items/shard=00/part-0.parquet",
-        "items/shard=00/part-1.parquet",
-        "items/shard=00/part-2.parquet",
-        "items/shard=01/part-0.parquet",
-        "items/shard=01/part-1.parquet",
-        "items/shard=01/part-2.parquet",
+        "items/part-00000.parquet",
+        "items/part-00001.parquet",
+        "items/part-00002.parquet",
+        "items/part-00003.parquet",
         "quarantine.parquet",
     ]
-    got = pa.concat_tables(pq.read_table(p, schema=ITEMS) for p in sorted(out.glob("items/*/*.parquet")))
-    assert sorted(got["source_row"].to_pylist()) == list(range(50))
+    # A part closes at the first batch that takes it to 10 rows or more: 7 + 7, three times, then the rest.
+    rows = [pq.read_table(out / p, schema=ITEMS)["source_row"].to_pylist() for p in parts[1:5]]
+    assert rows == [list(range(14)), list(range(14, 28)), list(range(28, 42)), list(range(42, 50))]
     assert pq.read_table(out / "quarantine.parquet").num_rows == 2
     assert pq.read_table(out / "duplicates.parquet").schema.equals(DUPLICATES)
     assert list(stage.iterdir()) == []  # the staging folder is gone
 
 
-def test_shards_write_row_groups_of_staggered_sizes_in_file_order(tmp_path: Path) -> None:
+def test_items_are_written_in_row_groups_of_about_a_reader_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sink_module, "ROW_GROUP_ROWS", 10_000)
     out = tmp_path / "out"
-    with IngestSink(pafs.LocalFileSystem(), str(out), 4) as sink:
-        for start in range(0, 120_000, 4_000):  # 1,000 rows a shard each time
-            sink.write_items(items(start, 4_000, shards=4))
-    groups = {}
-    for shard in range(4):
-        meta = pq.ParquetFile(out / f"items/shard={shard:02d}/part-0.parquet").metadata
-        groups[shard] = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        rows = pq.ParquetFile(out / f"items/shard={shard:02d}/part-0.parquet").read()["source_row"].to_pylist()
-        assert rows == list(range(shard, 120_000, 4))  # every row once, in file order
-    # Each shard its own size (from 8,192 rows, by 2,048): the shards' writes do not all come in one batch.
-    assert [g[0] for g in groups.values()] == [9_000, 11_000, 13_000, 15_000]
-    assert all(sum(g) == 30_000 for g in groups.values())
+    with IngestSink(pafs.LocalFileSystem(), str(out)) as sink:
+        for start in range(0, 36_000, 4_000):
+            sink.write_items(items(start, 4_000))
+    meta = pq.ParquetFile(out / "items/part-00000.parquet").metadata
+    # Rows are held until 10,000 or more are, then written as one group; the rest at the close.
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [12_000, 12_000, 12_000]
+    rows = pq.read_table(out / "items/part-00000.parquet")["source_row"].to_pylist()
+    assert rows == list(range(36_000))  # every row once, in ingest order
 
 
 def test_a_failed_run_uploads_nothing_and_leaves_no_staging_files(tmp_path: Path) -> None:
     out, stage = tmp_path / "out", tmp_path / "stage"
     stage.mkdir()
-    sink = IngestSink(pafs.LocalFileSystem(), str(out), 2, staging_dir=stage)
+    sink = IngestSink(pafs.LocalFileSystem(), str(out), staging_dir=stage)
     with pytest.raises(RuntimeError, match="boom"), sink:
         sink.write_items(items(0, 5))
         raise RuntimeError("boom")
@@ -118,13 +117,14 @@ def disk_full_when(monkeypatch: pytest.MonkeyPatch, fails: Callable[[pa.Table, i
 def test_a_write_that_fails_on_the_writer_thread_fails_the_close_and_uploads_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sink_module, "ROW_GROUP_ROWS", 1_000)
     out, stage = tmp_path / "out", tmp_path / "stage"
     stage.mkdir()
     disk_full_when(monkeypatch, lambda _, call: call == 2)  # one row group written, the next one fails
-    sink = IngestSink(pafs.LocalFileSystem(), str(out), 1, staging_dir=stage)
+    sink = IngestSink(pafs.LocalFileSystem(), str(out), staging_dir=stage)
     with pytest.raises(OSError, match="No space left"), sink:
-        for start in range(0, 4 * 16_384, 16_384):
-            sink.write_items(items(start, 16_384, shards=1))
+        for start in range(0, 4_000, 1_000):
+            sink.write_items(items(start, 1_000))
     assert not out.exists() or list(out.rglob("*.parquet")) == []
     assert list(stage.iterdir()) == []
 
@@ -132,16 +132,20 @@ def test_a_write_that_fails_on_the_writer_thread_fails_the_close_and_uploads_not
 def test_after_a_failed_write_a_part_that_fills_up_later_is_not_uploaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # One writer thread, so the later parts are surely written after the failure (with two, the next part
+    # can be finished on the other thread before the failing write has failed).
+    monkeypatch.setattr(sink_module, "_WRITER_THREADS", 1)
     out, stage = tmp_path / "out", tmp_path / "stage"
     stage.mkdir()
-    asked = disk_full_when(monkeypatch, lambda table, _: table.column("shard")[0].as_py() == 0)
-    # Parts of 16,384 rows: each batch fills one part of each shard, which is closed and sent up at once.
-    sink = IngestSink(pafs.LocalFileSystem(), str(out), 2, rows_per_part=16_384, staging_dir=stage)
+    asked = disk_full_when(monkeypatch, lambda table, _: table.column("source_row")[0].as_py() == 0)
+    # Parts of 1,000 rows: each batch fills one part, which is closed and sent up at once.
+    sink = IngestSink(pafs.LocalFileSystem(), str(out), rows_per_part=1_000, staging_dir=stage)
     with pytest.raises(OSError, match="No space left"), sink:
-        for start in range(0, 4 * 32_768, 32_768):
-            sink.write_items(items(start, 32_768, shards=2))
-    # Shard 1's parts were written whole after shard 0's write had failed, and still not sent up.
-    assert any(t.column("shard")[0].as_py() == 1 for t in asked)
+        for start in range(0, 4_000, 1_000):
+            sink.write_items(items(start, 1_000))
+    # The next part was written whole after the first part's write had failed, and still not sent up (then
+    # the failure surfaced in the caller, and nothing more was written).
+    assert [t.column("source_row")[0].as_py() for t in asked][:2] == [0, 1_000]
     assert not out.exists() or list(out.rglob("*.parquet")) == []
     assert list(stage.iterdir()) == []
 
