@@ -207,8 +207,11 @@ def run_kazi(store: ObjectStore, fmt: SourceFormat, rows: int, files: int, run: 
 def child(side: str, fmt: SourceFormat, rows: int, files: int, run: str) -> None:
     imports = 0.0
     if side == "kazi":
-        # Importing Prefect and Great Expectations is process start-up, not ingest work: timed apart.
+        # Importing Prefect and Great Expectations is process start-up, not ingest work: timed apart. So is
+        # FastAPI's encoder, which Prefect imports on the first direct call of a flow (to send its parameters
+        # to the server) and a deployment's run, whose parameters are already there, never does.
         start = time.perf_counter()
+        import fastapi.encoders  # noqa: F401
         import great_expectations  # noqa: F401
 
         import flows.ingest.flow  # noqa: F401

@@ -22,6 +22,7 @@ from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the 
 from flows.core.models import AnnotateResult, DeliveryResult, QAResult, WorkOrder
 from flows.core.s3 import ObjectStore, parse_uri
 from flows.core.settings import load_settings
+from flows.core.startup import tune_gc_after_imports
 from flows.core.workspace import workspace, write_json, write_model
 from flows.deliver.flow import deliver_flow
 from flows.ingest.flow import ingest_flow
@@ -172,3 +173,6 @@ def work_order_flow(
         description=f"What {work_order.id} delivered, and its reports",
     )
     return delivery
+
+
+tune_gc_after_imports()  # this module's imports are done: see flows.core.startup

@@ -73,6 +73,7 @@ from flows.core.models import AnnotateResult, PartnerRegistry, PartnerSite, Spli
 from flows.core.s3 import ObjectNotFound, ObjectStore
 from flows.core.schemas import ANNOTATIONS, MOVES
 from flows.core.settings import load_settings
+from flows.core.startup import tune_gc_after_imports
 from flows.core.workspace import (
     default_registry_uri,
     load_registry,
@@ -606,3 +607,6 @@ def _summary(
     if moves.notes:
         lines += ["", "**Late, not moved:**", *[f"- {n}" for n in moves.notes]]
     return "\n".join(lines)
+
+
+tune_gc_after_imports()  # this module's imports are done: see flows.core.startup

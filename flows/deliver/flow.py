@@ -45,6 +45,7 @@ from flows.core.models import DeliveryResult, IngestResult, PartnerRegistry, QAR
 from flows.core.s3 import ObjectStore, parse_uri
 from flows.core.schemas import CONSOLIDATED
 from flows.core.settings import load_settings
+from flows.core.startup import tune_gc_after_imports
 from flows.core.workspace import (
     default_registry_uri,
     load_registry,
@@ -565,3 +566,6 @@ def deliver_flow(
     issue_worker_records(work_order, qa, annotations)
     announce_delivery(work_order, package)
     return write_result(work_order, package, impact)
+
+
+tune_gc_after_imports()  # this module's imports are done: see flows.core.startup

@@ -34,7 +34,7 @@ from flows.core.malloc import bound_heap_growth
 from flows.core.models import IngestResult, SourceFormat, WorkOrder
 from flows.core.s3 import ObjectStore, S3Error, parse_uri
 from flows.core.settings import load_settings
-from flows.core.startup import freeze_imported_objects
+from flows.core.startup import tune_gc_after_imports
 from flows.core.workspace import read_model_or_none, workspace, write_json, write_model
 from flows.ingest.contract import (
     build_suite,
@@ -356,4 +356,4 @@ def ingest_flow(work_order: WorkOrder) -> IngestResult:
     return result
 
 
-freeze_imported_objects()  # this module's imports are done: see flows.core.startup
+tune_gc_after_imports()  # this module's imports are done: see flows.core.startup

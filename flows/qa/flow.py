@@ -66,6 +66,7 @@ from flows.core.models import AnnotateResult, IngestResult, PartnerRegistry, QAR
 from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri
 from flows.core.schemas import CONSOLIDATED
 from flows.core.settings import load_settings
+from flows.core.startup import tune_gc_after_imports
 from flows.core.workspace import (
     default_registry_uri,
     load_registry,
@@ -810,3 +811,6 @@ def qa_flow(
     validated = validate(work_order, round_number, assessment, inputs.accepted)
     report = publish_report(work_order, round_number, inputs, assessment, validated)
     return write_result(work_order, round_number, inputs, assessment, written, validated, report)
+
+
+tune_gc_after_imports()  # this module's imports are done: see flows.core.startup

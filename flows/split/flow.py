@@ -66,6 +66,7 @@ from flows.core.models import IngestResult, PartnerSite, QAResult, SplitResult, 
 from flows.core.s3 import ObjectNotFound, ObjectStore, parse_uri, sha256_hex
 from flows.core.schemas import ASSIGNMENTS, ITEMS
 from flows.core.settings import load_settings
+from flows.core.startup import tune_gc_after_imports
 from flows.core.workspace import (
     default_registry_uri,
     load_registry,
@@ -759,3 +760,6 @@ def _task_content(store: ObjectStore, planned: PlannedSplit, ids: pa.Array) -> p
     gold = read_table(store, planned.gold_uri, GOLD).select(_CONTENT)
     gold = gold.filter(pc.is_in(gold["item_id"], value_set=rest))
     return pa.concat_tables([items, gold.cast(items.schema)])
+
+
+tune_gc_after_imports()  # this module's imports are done: see flows.core.startup
