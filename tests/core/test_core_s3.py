@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from flows.core.s3 import ObjectNotFound, ObjectStore, PreconditionFailed, S3Error, parse_uri
+from flows.core.settings import load_settings
 
 pytestmark = pytest.mark.s3
 
@@ -105,3 +106,12 @@ def test_parse_uri() -> None:
     assert parse_uri("s3://b/k/x.csv") == ("b", "k/x.csv")
     with pytest.raises(S3Error):
         parse_uri("http://b/k")
+
+
+def test_stores_with_the_same_endpoint_and_credentials_share_one_client() -> None:
+    settings = load_settings()
+    one, two = ObjectStore(settings), ObjectStore(settings)
+    assert one.client is two.client  # a flow run's tasks each build a store: one client between them
+    other = settings.model_copy(update={"s3_secret_access_key": SecretStr("another-secret")})
+    assert ObjectStore(other).client is not one.client
+    assert ObjectStore(other).client.meta.endpoint_url == one.client.meta.endpoint_url
