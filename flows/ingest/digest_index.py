@@ -15,7 +15,8 @@ Bloom filters in memory (one 64-bit word per key, six bits set, 16 bits a key; a
 twice as many keys as the one before, so a batch checks log2 of them), so only a few keys of a batch (the
 true repeats and the false positives: measured 0.07 % in a half-full filter, 0.7 % in a full one) reach the
 disk, by binary search in a memory map that is dropped again after the batch. Memory is then the table
-(2^21 slots of 24 bytes, room for its budget and a batch at 60 % load: 48 MB, allocated once) plus 2 to
+(2^21 slots of 24 bytes, room for its budget and a batch at 60 % load: 48 MB, reserved once and filled
+in as keys arrive) plus 2 to
 4 bytes per key written out (the filters, allocated as they open): 10 to 20 MB more per 5 million keys.
 
 Keys are compared on all 128 bits in the table and on 96 (64 + 32) in the runs: see
@@ -38,7 +39,11 @@ MEMORY_KEYS = 1 << 20
 _BLOOM_BITS_PER_KEY = 16
 _BLOOM_SETS = 6  # bits set per key, 6 bits of a mixed word each
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_EMPTY = -1  # location of an empty slot
+_EMPTY = -1  # location of a key not found
+#: The table stores location + 1, so that an empty slot is 0: a new table is all zeros, which the system
+#: hands out as untouched pages (calloc), instead of 16 MB written with -1 before the first key (0.035 s
+#: an index, on every ingest however small).
+_FREE = 0
 _BATCH_HINT = 1 << 16  # rows of a batch (flows.ingest.read.DEFAULT_BATCH_ROWS), for the table's first size
 
 
@@ -151,7 +156,7 @@ def _slot(t_hi, t_lo, t_loc, shift, hi, lo):
     """The slot holding (hi, lo), or the empty slot where it would go (linear probing)."""
     mask = t_loc.shape[0] - 1
     s = np.int64((hi * _GOLDEN) >> shift)
-    while t_loc[s] != _EMPTY:
+    while t_loc[s] != _FREE:
         if t_hi[s] == hi and t_lo[s] == lo:
             return s
         s = (s + 1) & mask
@@ -161,7 +166,7 @@ def _slot(t_hi, t_lo, t_loc, shift, hi, lo):
 @njit(nogil=True, cache=True)
 def _lookup(t_hi, t_lo, t_loc, shift, keys, out):
     for i in range(keys.shape[0]):
-        out[i] = t_loc[_slot(t_hi, t_lo, t_loc, shift, keys[i, 0], keys[i, 1])]
+        out[i] = t_loc[_slot(t_hi, t_lo, t_loc, shift, keys[i, 0], keys[i, 1])] - 1
 
 
 @njit(nogil=True, cache=True)
@@ -170,8 +175,8 @@ def _insert(t_hi, t_lo, t_loc, shift, keys, locs):
     added = 0
     for i in range(keys.shape[0]):
         s = _slot(t_hi, t_lo, t_loc, shift, keys[i, 0], keys[i, 1])
-        if t_loc[s] == _EMPTY:
-            t_hi[s], t_lo[s], t_loc[s] = keys[i, 0], keys[i, 1], locs[i]
+        if t_loc[s] == _FREE:
+            t_hi[s], t_lo[s], t_loc[s] = keys[i, 0], keys[i, 1], locs[i] + 1
             added += 1
     return added
 
@@ -187,19 +192,19 @@ def _classify(
     added_contents = 0
     for r in range(locs.shape[0]):
         s = _slot(i_hi, i_lo, i_loc, i_shift, id_keys[r, 0], id_keys[r, 1])
-        if i_loc[s] != _EMPTY or id_runs[r] != _EMPTY:
+        if i_loc[s] != _FREE or id_runs[r] != _EMPTY:
             kind[r] = 1
-            dup_of[r] = i_loc[s] if i_loc[s] != _EMPTY else id_runs[r]
+            dup_of[r] = i_loc[s] - 1 if i_loc[s] != _FREE else id_runs[r]
             continue
         if has_content[r]:
             cs = _slot(c_hi, c_lo, c_loc, c_shift, content_keys[r, 0], content_keys[r, 1])
-            if c_loc[cs] != _EMPTY or content_runs[r] != _EMPTY:
+            if c_loc[cs] != _FREE or content_runs[r] != _EMPTY:
                 kind[r] = 2
-                dup_of[r] = c_loc[cs] if c_loc[cs] != _EMPTY else content_runs[r]
+                dup_of[r] = c_loc[cs] - 1 if c_loc[cs] != _FREE else content_runs[r]
                 continue
-            c_hi[cs], c_lo[cs], c_loc[cs] = content_keys[r, 0], content_keys[r, 1], locs[r]
+            c_hi[cs], c_lo[cs], c_loc[cs] = content_keys[r, 0], content_keys[r, 1], locs[r] + 1
             added_contents += 1
-        i_hi[s], i_lo[s], i_loc[s] = id_keys[r, 0], id_keys[r, 1], locs[r]
+        i_hi[s], i_lo[s], i_loc[s] = id_keys[r, 0], id_keys[r, 1], locs[r] + 1
         added_ids += 1
     return added_ids, added_contents
 
@@ -230,12 +235,12 @@ class DigestIndex:
     def _allocate(self, capacity: int) -> None:
         self._hi = np.zeros(capacity, dtype=np.uint64)
         self._lo = np.zeros(capacity, dtype=np.uint64)
-        self._loc = np.full(capacity, _EMPTY, dtype=np.int64)
+        self._loc = np.zeros(capacity, dtype=np.int64)  # location + 1; 0: free
         self._shift = np.uint64(64 - (capacity.bit_length() - 1))
 
     @property
     def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.uint64]:
-        """The table's arrays (first halves, second halves, locations) and hash shift, for the kernels."""
+        """The table's arrays (first halves, second halves, locations + 1) and hash shift, for the kernels."""
         return self._hi, self._lo, self._loc, self._shift
 
     def make_room(self, n: int) -> None:
@@ -244,8 +249,8 @@ class DigestIndex:
             self._spill()
         need = _table_capacity(self._count + n)
         if need > len(self._loc):
-            taken = self._loc != _EMPTY
-            hi, lo, loc = self._hi[taken], self._lo[taken], self._loc[taken]
+            taken = self._loc != _FREE
+            hi, lo, loc = self._hi[taken], self._lo[taken], self._loc[taken] - 1
             self._allocate(need)
             _insert(*self.table, np.stack([hi, lo], axis=1), loc)
 
@@ -302,7 +307,7 @@ class DigestIndex:
 
     def _spill(self) -> None:
         """Write the table's keys as a sorted run and empty the table."""
-        taken = np.flatnonzero(self._loc != _EMPTY)
+        taken = np.flatnonzero(self._loc != _FREE)
         if len(taken):
             spread = _spread(self._hi[taken])
             # A key's home slot is the top bits of its spread, and linear probing moves keys only a few
@@ -311,7 +316,7 @@ class DigestIndex:
             order = np.argsort(spread, kind="stable")
             hi = spread[order]
             lo = check_bits(self._lo[taken][order])
-            loc = self._loc[taken][order]
+            loc = self._loc[taken][order] - 1
             folder = self._spill_folder() / f"run-{self.runs:05d}"
             folder.mkdir()
             np.save(folder / "hi.npy", hi)
@@ -325,7 +330,7 @@ class DigestIndex:
         self._empty()  # it keeps its size, as it fills up to it again
 
     def _empty(self) -> None:
-        self._loc.fill(_EMPTY)
+        self._loc.fill(_FREE)
         self._count = 0
 
     def _spill_folder(self) -> Path:
