@@ -15,9 +15,9 @@ Bloom filters in memory (one 64-bit word per key, six bits set, 16 bits a key; a
 twice as many keys as the one before, so a batch checks log2 of them), so only a few keys of a batch (the
 true repeats and the false positives: measured 0.07 % in a half-full filter, 0.7 % in a full one) reach the
 disk, by binary search in a memory map that is dropped again after the batch. Memory is then the table
-(2^21 slots of 24 bytes, room for its budget and a batch at 60 % load: 48 MB, reserved once and filled
-in as keys arrive) plus 2 to
-4 bytes per key written out (the filters, allocated as they open): 10 to 20 MB more per 5 million keys.
+(2^21 slots of 24 bytes, room for its budget and a batch at 60 % load: 48 MB, reserved once and filled in
+as keys arrive) plus 2 to 4 bytes per key written out (the filters, allocated as they open): 10 to 20 MB
+more per 5 million keys.
 
 Keys are compared on all 128 bits in the table and on 96 (64 + 32) in the runs: see
 :mod:`flows.ingest.dedupe` for what that means for false duplicates.
