@@ -44,7 +44,7 @@ _EMPTY = -1  # location of a key not found
 #: hands out as untouched pages (calloc), instead of 16 MB written with -1 before the first key (0.035 s
 #: an index, on every ingest however small).
 _FREE = 0
-_BATCH_HINT = 1 << 16  # rows of a batch (flows.ingest.read.DEFAULT_BATCH_ROWS), for the table's first size
+_BATCH_HINT = 1 << 17  # rows of a batch (flows.ingest.read.DEFAULT_BATCH_ROWS), for the table's first size
 
 
 def check_bits(second_halves: np.ndarray) -> np.ndarray:

@@ -47,7 +47,8 @@ PARQUET_OPTIONS = {
 }
 #: Items rows in one part file before it is closed, uploaded, and the next part started (about 11 MB).
 ROWS_PER_PART = 250_000
-#: Items rows gathered before they are written as one row group: a batch of the reader is about this size.
+#: Items rows gathered before they are written as one row group: each of the reader's batches (up to
+#: 131,072 rows) makes one, and smaller ones are put together.
 ROW_GROUP_ROWS = 65_536
 _UPLOADS_IN_FLIGHT = 2
 #: Row groups queued for the writer threads: Parquet encoding and zstd (which release the GIL) run beside
