@@ -236,7 +236,7 @@ def ingest_batches(
             :data:`flows.ingest.contract.MediaCheck`): rows whose media object is missing or unreadable
             are quarantined with that reason. Called from the helper threads, so it must be thread-safe
             (a boto3 client is).
-        n_shards: Shards of the items table.
+        n_shards: The items' ``shard`` column is the id digest modulo this.
         threads: 0 runs everything in the caller's thread; 1 adds a thread that reads the next batches
             ahead (waiting on S3 and parsing, mostly outside the GIL) while the caller maps, checks,
             deduplicates and writes; 2 (the default) also maps and checks the next batch on a thread of
