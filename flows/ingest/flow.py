@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.core import prefect_fixes  # noqa: F401  (applied on import: see the module)
 from flows.core.contracts import load_contract
 from flows.core.data_docs import publish_data_docs
-from flows.core.gx import docs_context, run_checkpoint
+from flows.core.gx import build_docs, docs_context, run_checkpoint
 from flows.core.malloc import bound_heap_growth
 from flows.core.models import IngestResult, SourceFormat, WorkOrder
 from flows.core.s3 import ObjectStore, S3Error, parse_uri
@@ -203,7 +203,9 @@ def validate_items(
     with tempfile.TemporaryDirectory(prefix="kazi-gx-") as tmp:
         context = docs_context(Path(tmp))
         for check_suite, frame, name in checks:
-            result = run_checkpoint(context, check_suite, frame, name=name, run_name=f"ingest-{version}")
+            result = run_checkpoint(
+                context, check_suite, frame, name=name, run_name=f"ingest-{version}", update_docs=False
+            )
             success = success and bool(result.success)
             for suite_result in result.run_results.values():
                 for r in suite_result.results:
@@ -220,6 +222,7 @@ def validate_items(
                             "unexpected": got.get("unexpected_count") or 0,
                         }
                     )
+        build_docs(context)  # once, for both checkpoints
         url = publish_data_docs(
             store,
             Path(tmp),
