@@ -130,6 +130,10 @@ def canonicalise(work_order: WorkOrder, sources: list[SourceObject], version: st
     quarantine = QuarantineTally()
     recon = Reconciliation()
     root = f"{ws.bucket}/{ws.key('ingest', version)}"
+    # A run that died before its result.json may have left items a rerun would not overwrite: parts past
+    # the rerun's last, or files of an earlier layout (items/shard=NN/ before parts in ingest order).
+    # Readers take every Parquet object under items/, so the version's items start empty.
+    store.delete_prefix(ws.bucket, ws.key("ingest", version, "items") + "/")
     hashed: list[SourceObject] = []
     done_files = 0
     try:
