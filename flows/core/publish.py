@@ -23,11 +23,17 @@ def _is_relative(url: str) -> bool:
     return not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|^/|^//", url)
 
 
+def _resolve(url: str, page_key: str) -> str | None:
+    """The key a link of the page (or stylesheet) at ``page_key`` points at; None when it leaves the site."""
+    if not _is_relative(url):
+        return None
+    return posixpath.normpath(posixpath.join(posixpath.dirname(page_key), url))
+
+
 def _local_targets(text: str, page_key: str) -> set[str]:
     """Keys of the relative links in ``text`` (a page or stylesheet at ``page_key``), resolved."""
-    base = posixpath.dirname(page_key)
     urls = [m.group("url") for m in _REF.finditer(text)] + [m.group("url") for m in _CSS_URL.finditer(text)]
-    return {posixpath.normpath(posixpath.join(base, url)) for url in urls if _is_relative(url)}
+    return {key for key in (_resolve(url, page_key) for url in urls) if key is not None}
 
 
 def linked_files(local_dir: Path) -> list[Path]:
@@ -49,12 +55,10 @@ def linked_files(local_dir: Path) -> list[Path]:
 
 def rewrite_links(text: str, page_key: str, signed: dict[str, str]) -> str:
     """Replace relative links of ``page_key`` that resolve to a published key with its signed URL."""
-    base = posixpath.dirname(page_key)
 
     def target(url: str) -> str | None:
-        if not _is_relative(url):
-            return None
-        return signed.get(posixpath.normpath(posixpath.join(base, url)))
+        key = _resolve(url, page_key)
+        return None if key is None else signed.get(key)
 
     def html_ref(m: re.Match[str]) -> str:
         new = target(m.group("url"))
