@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,14 +139,41 @@ def test_after_a_failed_write_a_part_that_fills_up_later_is_not_uploaded(
     out, stage = tmp_path / "out", tmp_path / "stage"
     stage.mkdir()
     asked = disk_full_when(monkeypatch, lambda table, _: table.column("source_row")[0].as_py() == 0)
+    # The test waits for the second part to be closed on the writer thread before the failure can surface
+    # in the caller (which cancels whatever is still queued), so that part is surely finished, and its
+    # upload surely asks whether a write failed.
+    closes, second_closed = [], threading.Event()
+    real_close = sink_module._Part.close
+
+    def close(part: sink_module._Part) -> None:
+        try:
+            real_close(part)  # the first part's rows are written here, and fail
+        finally:
+            closes.append(part.key)
+            if len(closes) == 2:
+                second_closed.set()
+
+    monkeypatch.setattr(sink_module._Part, "close", close)
+    uploaded: list[str] = []
     # Parts of 1,000 rows: each batch fills one part, which is closed and sent up at once.
-    sink = IngestSink(pafs.LocalFileSystem(), str(out), rows_per_part=1_000, staging_dir=stage)
+    sink = IngestSink(
+        pafs.LocalFileSystem(),
+        str(out),
+        rows_per_part=1_000,
+        staging_dir=stage,
+        upload=lambda _local, key: uploaded.append(key),
+    )
     with pytest.raises(OSError, match="No space left"), sink:
-        for start in range(0, 4_000, 1_000):
+        sink.write_items(items(0, 1_000))
+        sink.write_items(items(1_000, 1_000))
+        assert second_closed.wait(timeout=60)
+        for start in range(2_000, 4_000, 1_000):
             sink.write_items(items(start, 1_000))
     # The next part was written whole after the first part's write had failed, and still not sent up (then
     # the failure surfaced in the caller, and nothing more was written).
     assert [t.column("source_row")[0].as_py() for t in asked][:2] == [0, 1_000]
+    assert closes[:2] == [sink.part_path(0), sink.part_path(1)]
+    assert uploaded == []
     assert not out.exists() or list(out.rglob("*.parquet")) == []
     assert list(stage.iterdir()) == []
 
