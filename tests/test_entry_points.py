@@ -2,10 +2,15 @@
 
 import importlib
 import pkgutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 import flows
+
+SAMPLE_REGISTRY = Path(__file__).resolve().parents[1] / "data_contracts" / "sample_registry.yaml"
 
 pytestmark = pytest.mark.unit
 
@@ -28,12 +33,17 @@ def test_cli_help_lists_the_commands(capsys) -> None:
         assert command in out
 
 
-def test_sites_lists_eligibility_with_reasons(capsys) -> None:
+def test_sites_lists_eligibility_with_reasons(capsys, tmp_path) -> None:
     from flows.cli import main
 
-    assert (
-        main(["sites", "--registry", "data_contracts/sample_registry.yaml", "--task-type", "image_classification"]) == 0
-    )
+    # The sample registry, with nairobi's audit a month before today: `kazi sites` screens on today's date,
+    # and the sample's own audit date lapses one day.
+    raw = yaml.safe_load(SAMPLE_REGISTRY.read_text())
+    (nairobi,) = [site for site in raw["sites"] if site["id"] == "nairobi"]
+    nairobi["impact"]["last_audit"] = (datetime.now(UTC) - timedelta(days=30)).date()
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump(raw))
+    assert main(["sites", "--registry", str(registry), "--task-type", "image_classification"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[3:] if line.strip()}
     assert lines["nairobi"].endswith("yes")
     assert "below the local living wage" in lines["port-au-prince"]

@@ -31,9 +31,11 @@ def test_smoke_flow_writes_s3_creates_a_project_and_logs_no_secret(stack_setting
     assert result.tasks == 1 and result.label_studio_project > 0
 
     messages: list[str] = []
-    for _ in range(20):
+    # Logs reach the server in batches, from a background thread: wait for both lines, not just the first,
+    # and long enough for a server that other tests' runs keep busy.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         messages = asyncio.run(flow_run_logs(state.state_details.flow_run_id))
-        # Logs reach the server in batches: wait for both lines, not just the first.
         if any("Wrote and read back" in m for m in messages) and any("Label Studio project" in m for m in messages):
             break
         time.sleep(0.5)

@@ -35,6 +35,34 @@ def wait_for_state(run_id: Any, states: set[str], timeout: float = 420) -> Any:
     raise AssertionError(f"run {run_id} did not reach {states} in {timeout} s")
 
 
+def resume_with_decision(run_id: Any, decision: dict[str, Any], timeout: float = 60) -> None:
+    """Resume a run paused at the QA gate with a QA lead's decision, once it can take one.
+
+    Prefect sets the run PAUSED first and saves the decision's form (the input schema) just after; a
+    decision sent in between is refused ("Run input schema not found"). A QA lead, in the UI, gets the form
+    only once it is saved: wait for it as well.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+        assert state is not None and state.is_paused(), state
+        keyset = state.state_details.run_input_keyset
+        assert keyset, "the run paused without asking for a decision"
+        while True:
+            try:
+                client.read_flow_run_input(run_id, keyset["schema"])
+                break
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+    resume_flow_run(run_id, run_input=decision)
+
+
 def only_active_run(work_order_id: str) -> Any:
     from flows.run import active_runs
 
@@ -45,8 +73,6 @@ def only_active_run(work_order_id: str) -> Any:
 
 @pytest.mark.e2e
 def test_qa_lead_approves_a_failed_work_order_in_the_paused_run(gate_run, stack_settings, store, capsys) -> None:
-    from prefect.flow_runs import resume_flow_run
-
     from flows.cli import main
     from flows.core.models import DeliveryResult, QAResult
     from flows.core.workspace import read_json, read_model, read_model_or_none, workspace
@@ -67,9 +93,7 @@ def test_qa_lead_approves_a_failed_work_order_in_the_paused_run(gate_run, stack_
     assert failed.passed is False and failed.approved is None
     assert read_model_or_none(store, ws.uri("deliver", "result.json"), DeliveryResult) is None
     # The QA lead reads the report and approves, with a comment: the run delivers.
-    resume_flow_run(
-        first.id, run_input={"approve": True, "reviewer": REVIEWER, "comment": "Client accepts 0.9 agreement."}
-    )
+    resume_with_decision(first.id, {"approve": True, "reviewer": REVIEWER, "comment": "Client accepts 0.9 agreement."})
     wait_for_state(first.id, {"COMPLETED"})
     workforce.stop.set()
     workforce.join(timeout=30)
@@ -97,8 +121,6 @@ def test_a_rejection_fails_the_run_records_the_decision_and_delivers_nothing(
     stack_settings, store, monkeypatch
 ) -> None:
     import threading
-
-    from prefect.flow_runs import resume_flow_run
 
     import flows.work_order as work_order_module
     from flows.core.models import AnnotateResult, QAResult, TaskType
@@ -147,7 +169,7 @@ def test_a_rejection_fails_the_run_records_the_decision_and_delivers_nothing(
                     flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{wo_id} / work order"]))
                 )
                 if runs and runs[0].state and runs[0].state.is_paused():
-                    resume_flow_run(runs[0].id, run_input={"approve": False, "reviewer": REVIEWER, "comment": "No."})
+                    resume_with_decision(runs[0].id, {"approve": False, "reviewer": REVIEWER, "comment": "No."})
                     return
                 time.sleep(0.5)
 

@@ -1,11 +1,12 @@
 import re
+import socket
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from flows.core.settings import Settings
+from flows.core.settings import Settings, StackPorts, load_settings
 from flows.stack.services import LocalStack, seaweedfs
 
 pytestmark = pytest.mark.e2e
@@ -21,6 +22,28 @@ def listening(ports: set[int]) -> dict[int, set[str]]:
             if fields[3] == "0A" and int(port_hex, 16) in ports:
                 found.setdefault(int(port_hex, 16), set()).add(addr)
     return found
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the services bind: TIME_WAIT is no clash
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_base() -> int:
+    """A stack port base whose every port is free now and clear of the test stack's; outside the ephemeral
+    range if it can be, where the kernel hands ports to outgoing connections at any moment."""
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    taken = set(load_settings().ports.all())
+    blocks = [StackPorts(base=base).all() for base in range(20_000, 55_000, 100)]
+    for ports in sorted(blocks, key=lambda ports: ports[-1] >= low and ports[0] <= high):
+        if not taken & set(ports) and all(_bindable(p) for p in ports):
+            return ports[0]
+    raise AssertionError("no free block of ports for a second stack")
 
 
 def test_up_again_reuses_running_services(stack_settings) -> None:
@@ -49,7 +72,8 @@ def test_prefect_ui_is_served(stack_settings) -> None:
 
 
 def test_a_second_stack_uses_its_own_ports_and_folder(tmp_path) -> None:
-    other = Settings(_env_file=None, stack_dir=tmp_path / "other", stack_port_base=33300)  # type: ignore[call-arg]
+    base = free_port_base()
+    other = Settings(_env_file=None, stack_dir=tmp_path / "other", stack_port_base=base)  # type: ignore[call-arg]
     proc = seaweedfs(other)
     assert proc.start()
     try:
