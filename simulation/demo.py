@@ -13,7 +13,7 @@ import argparse
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import yaml
@@ -43,14 +43,30 @@ SAMPLE_REGISTRY = REPO_ROOT / "data_contracts" / "sample_registry.yaml"
 #: Sites of the sample registry that get a local Label Studio instance (by index); the others are
 #: passed over by the screening and never contacted.
 LOCAL_SITES = {"nairobi": 0, "dadaab": 1}
+#: The day the sample registry's dates describe (its audits are judged as on this day).
+SAMPLE_AS_OF = date(2026, 11, 23)
 
 
-def demo_registry(settings: Settings) -> PartnerRegistry:
-    """The sample registry, with the two eligible sites pointed at the local Label Studio instances."""
+def dated_to(raw: dict[str, Any], today: date, as_of: date = SAMPLE_AS_OF) -> dict[str, Any]:
+    """The sample registry's audit dates moved by ``today - as_of``: the same sites are eligible (and lahore's
+    audit is lapsed by as many days) whenever the demo runs, instead of the sample's audits lapsing one
+    by one from March 2027."""
+    shift = today - as_of
+    for site in raw["sites"]:
+        impact = site.get("impact") or {}
+        if impact.get("last_audit") is not None:
+            last = impact["last_audit"]
+            impact["last_audit"] = (last if isinstance(last, date) else date.fromisoformat(str(last))) + shift
+    return raw
+
+
+def demo_registry(settings: Settings, today: date | None = None) -> PartnerRegistry:
+    """The sample registry dated to ``today`` (default: the current date, UTC), with the two eligible sites
+    pointed at the local Label Studio instances."""
     from flows.stack.services import label_studio_instances
 
     instances = label_studio_instances(settings)
-    raw: dict[str, Any] = yaml.safe_load(SAMPLE_REGISTRY.read_text())
+    raw: dict[str, Any] = dated_to(yaml.safe_load(SAMPLE_REGISTRY.read_text()), today or datetime.now(UTC).date())
     for site in raw["sites"]:
         if site["id"] in LOCAL_SITES:
             site["label_studio"]["url"] = instances[LOCAL_SITES[site["id"]]].url

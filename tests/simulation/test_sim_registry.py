@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,33 @@ def test_a_site_s_profiles_do_not_depend_on_the_others() -> None:
 def test_registry_profiles_errors(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         registry_profiles(REGISTRY, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("today", [date(2026, 11, 23), date(2027, 6, 20), date(2030, 1, 2)])
+def test_the_demo_registry_screens_the_same_sites_whenever_the_demo_runs(today: date) -> None:
+    from flows.core.models import WorkOrder
+    from flows.core.settings import Settings
+    from flows.split.eligibility import eligible_sites
+    from simulation.demo import demo_registry
+
+    # The sample's own audits lapse one by one from March 2027 (dadaab's first): the demo's are dated to today.
+    registry = demo_registry(Settings(_env_file=None), today=today)  # type: ignore[call-arg]
+    work_order = WorkOrder.model_validate(
+        {
+            "id": "demo-0001",
+            "client_id": "demo",
+            "source": {"uri": "s3://client-in/demo", "format": "csv"},
+            "task_type": "text_classification",
+            "columns": {"text": "body"},
+            "label_schema": {"classes": ["a", "b"]},
+            "deadline": datetime.combine(today, time(12), tzinfo=UTC) + timedelta(days=3),
+            "price_per_item": 0.1,
+            "pay_per_task": 0.02,
+            "delivery": {"uri": "s3://client-out/demo"},
+        }
+    )
+    eligible, passed_over = eligible_sites(registry, work_order, today)
+    assert [s.id for s in eligible] == ["nairobi", "dadaab"]
+    assert passed_over["lahore"].startswith("audit lapsed: last audit ")
+    assert ", 794 days ago" in passed_over["lahore"]
+    assert registry.site("nairobi").impact.last_audit == date(2026, 6, 15) + (today - date(2026, 11, 23))
