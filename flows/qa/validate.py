@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.core.contracts import Contract, load_contract
-from flows.core.gx import DOCS_SITE, INDEX_PAGE, docs_context
+from flows.core.gx import INDEX_PAGE, build_docs, docs_context, run_checkpoint
 from flows.core.models import QAThresholds, TaskType, WorkOrder
 
 if TYPE_CHECKING:
@@ -755,42 +755,34 @@ def run_gx(validation: ValidationInput, docs_dir: Path, *, run_name: str | None 
     Docs site is a folder of static files; a second run into the same folder adds its results to the index.
     """
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
-    from great_expectations.core.run_identifier import RunIdentifier
 
     start = time.perf_counter()
     docs_dir = Path(docs_dir)
     context = docs_context(docs_dir)
     run_name = run_name or f"{validation.work_order_id}-{uuid.uuid4().hex[:8]}"
-    source = context.data_sources.add_pandas(name="kazi")
     outcomes: dict[int, ExpectationOutcome] = {}
     for frame_name, frame in validation.frames.items():
         indexed = [(i, c) for i, c in enumerate(validation.checks) if c.frame == frame_name]
         if not indexed:
             continue
-        suite = context.suites.add(
-            gx.ExpectationSuite(
-                name=f"{validation.work_order_id}.{frame_name}",
-                expectations=[_expectation(c) for _, c in indexed],
-                meta={"contract_version": validation.contract_version, "work_order_id": validation.work_order_id},
-            )
+        suite = gx.ExpectationSuite(
+            name=f"{validation.work_order_id}.{frame_name}",
+            expectations=[_expectation(c) for _, c in indexed],
+            meta={"contract_version": validation.contract_version, "work_order_id": validation.work_order_id},
         )
-        asset = source.add_dataframe_asset(name=frame_name)
-        batch = asset.add_batch_definition_whole_dataframe(f"{frame_name}-whole")
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{validation.work_order_id}.{frame_name}.validation", data=batch, suite=suite)
+        result = run_checkpoint(
+            context,
+            suite,
+            frame,
+            name=frame_name,
+            run_name=run_name,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": _EXAMPLES},
+            update_docs=False,
         )
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name=f"{validation.work_order_id}.{frame_name}.checkpoint",
-                validation_definitions=[definition],
-                actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE])],
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": _EXAMPLES},
-            )
-        )
-        # Results do not come back in suite order: match them through the ids the suite gave its expectations.
-        by_id = {e.id: (i, c) for (i, c), e in zip(indexed, suite.expectations, strict=True)}
-        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+        # Results do not come back in suite order: match them through the ids the stored suite gave its
+        # expectations.
+        stored = context.suites.get(suite.name)
+        by_id = {e.id: (i, c) for (i, c), e in zip(indexed, stored.expectations, strict=True)}
         for suite_result in result.run_results.values():
             for expectation_result in suite_result.results:
                 config = expectation_result.expectation_config
@@ -801,6 +793,7 @@ def run_gx(validation: ValidationInput, docs_dir: Path, *, run_name: str | None 
         missing = [c.name for i, c in indexed if i not in outcomes]
         if missing:
             raise RuntimeError(f"Great Expectations returned no result for {missing}")
+    build_docs(context)  # once, for every frame's checkpoint
     results = tuple(outcomes[i] for i in sorted(outcomes))
     if not (docs_dir / INDEX_PAGE).is_file():
         raise RuntimeError(f"Great Expectations wrote no Data Docs index to {docs_dir}")
