@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flows.core.contracts import Contract
 from flows.core.models import WorkOrder
@@ -353,13 +354,19 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     acc = valid[kind == ACCEPTED]
     dup = kind != ACCEPTED
     # The accepted rows in file order: one copy of the rows that drops the others (a filter copies runs
-    # of rows; nothing at all when every row was accepted).
+    # of rows; nothing at all when every row was accepted). Column by column: a table's filter goes
+    # through a take, whose string buffers grow as they fill (a copy each time they double), where an
+    # array's filter sizes them first (2.5M CSV rows: 0.50-0.55 s of CPU against 0.62-0.65 s).
     if len(acc) == n:
         accepted = p.items
     else:
         keep = np.zeros(n, dtype=bool)
         keep[acc] = True
-        accepted = p.items.filter(pa.array(keep))
+        mask = pa.array(keep)
+        accepted = pa.Table.from_arrays(
+            [pc.filter(c.chunk(0) if c.num_chunks == 1 else c.combine_chunks(), mask) for c in p.items.columns],
+            schema=p.items.schema,
+        )
     content_keys = canon.content_keys[acc, 0]
     accepted = accepted.cast(ITEMS)  # only now: rejected rows may have null ids
     dup_rows = valid[dup]
