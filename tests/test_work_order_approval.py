@@ -176,7 +176,8 @@ def test_a_rejection_fails_the_run_records_the_decision_and_delivers_nothing(
     lead = threading.Thread(target=qa_lead, daemon=True)
     lead.start()
     with pytest.raises(RuntimeError, match=r"delivery rejected by Amina Njeri: No\. Fix what the QA report shows"):
-        work_order_module.work_order_flow(work_order, sync_interval_seconds=1)
+        # A pause that no decision reaches (the QA lead's thread failed) ends in 5 minutes, not the default hour.
+        work_order_module.work_order_flow(work_order, sync_interval_seconds=1, approval_timeout_seconds=300)
     lead.join(timeout=5)
     decision = read_json(store, ws.uri("qa", "round=0", "decision.json"))
     assert decision["approve"] is False and decision["reviewer"] == REVIEWER and decision["comment"] == "No."
