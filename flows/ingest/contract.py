@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from flows.core.arrays import combine
 from flows.core.contracts import Contract, Rule
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def check_rows(
             if rule.required:
                 parts.append((np.arange(n, dtype=np.int64), name, [f"{name} is missing: no such column"] * n))
             continue
-        col = table.column(name).combine_chunks()
+        col = combine(table.column(name))
         parts += [(rows, name, reasons) for rows, reasons in _rule_failures(col, name, rule, classes, check_unique)]
     if not parts:
         return FAILURES.empty_table()
@@ -224,7 +225,7 @@ def media_problems(
     Returns:
         (row indices, reason of each: ``media_uri <problem>: <uri>``).
     """
-    col = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
+    col = combine(uris)
     distinct = [u for u in pc.unique(col.drop_null()).to_pylist() if u is not None]
     problems: dict[str, str] = {}
     for i in range(0, len(distinct), chunk):
@@ -357,7 +358,7 @@ def gx_frame(items: pa.Table, field_names: Sequence[str] = ()) -> pd.DataFrame:
     df = items.to_pandas()
     if not field_names or "fields" not in items.column_names:
         return df
-    fields = pc.fill_null(items.column("fields").combine_chunks(), "{}")
+    fields = pc.fill_null(combine(items.column("fields")), "{}")
     # The data buffer of a string array is its values back to back: with a newline after each, JSON Lines.
     lines = pc.binary_join_element_wise(fields, "\n", "").cast(pa.large_string())
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64, count=len(lines) + 1, offset=lines.offset * 8)

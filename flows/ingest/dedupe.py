@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flows.core.arrays import combine
 from flows.core.contracts import Contract
 from flows.core.models import WorkOrder
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
@@ -308,7 +309,7 @@ def _with_media_problems(canon: CanonicalBatch, failures: pa.Table, check: Media
     ok = np.ones(canon.items.num_rows, dtype=bool)
     ok[failures["row"].to_numpy()] = False
     rows = np.flatnonzero(ok)
-    media = canon.items.column("media_uri").combine_chunks().take(pa.array(rows))
+    media = combine(canon.items.column("media_uri")).take(pa.array(rows))
     bad, reasons = media_problems(media, check)
     if len(bad) == 0:
         return failures
@@ -326,7 +327,7 @@ def _with_media_problems(canon: CanonicalBatch, failures: pa.Table, check: Media
 def _quarantined(raw: RawBatch, canon: CanonicalBatch, failures: pa.Table) -> pa.Table:
     """The reader's rejects and the contract's, as :data:`~flows.core.schemas.QUARANTINE` rows."""
     bad_rows = failures["row"].to_numpy()
-    record = canon.items.column("record").combine_chunks()
+    record = combine(canon.items.column("record"))
     contract_q = pa.table(
         {
             "source_object": pa.array([raw.source_object] * len(bad_rows), pa.string()),
@@ -364,7 +365,7 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
         keep[acc] = True
         mask = pa.array(keep)
         accepted = pa.Table.from_arrays(
-            [pc.filter(c.chunk(0) if c.num_chunks == 1 else c.combine_chunks(), mask) for c in p.items.columns],
+            [pc.filter(combine(c), mask) for c in p.items.columns],
             schema=p.items.schema,
         )
     content_keys = canon.content_keys[acc, 0]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from flows.core.arrays import combine
 from flows.core.models import ColumnMapping
-from flows.ingest.read import RawBatch
+from flows.ingest.read import DEFAULT_BATCH_ROWS, RawBatch
 
 N_SHARDS = 16
 
@@ -171,7 +173,7 @@ def as_text(col: pa.Array | pa.ChunkedArray) -> pa.Array:
 
     Binary values that are not UTF-8 become ``base64:<...>``.
     """
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = combine(col)
     t = arr.type
     if t == pa.string():
         return arr
@@ -240,8 +242,34 @@ def json_objects(names: Sequence[str], cols: Sequence[pa.Array]) -> pa.Array:
     return pc.binary_join_element_wise(*[_repeat(p, n) if isinstance(p, str) else p for p in pieces], "")
 
 
+#: Repeated strings kept for later batches (see :func:`_repeat`), up to this many bytes in all.
+_REPEATS_BYTES = 32 << 20
+_repeats: dict[str, pa.Array] = {}
+_repeats_lock = threading.Lock()
+
+
 def _repeat(text: str, n: int) -> pa.Array:
-    """A string array of ``n`` copies of ``text``."""
+    """A string array of ``n`` copies of ``text``.
+
+    The JSON pieces between a file's columns and the file's name (the ``source_object`` column) are the same
+    in every batch, so the array is built once, for a whole batch, and sliced after: building it anew each
+    time (7.8 MB a batch for an S3 URI of 60 bytes) was 5 % of the page faults of an ingest of 2.5M CSV rows.
+    """
+    with _repeats_lock:
+        have = _repeats.get(text)
+    if have is None or len(have) < n:
+        rows = max(n, DEFAULT_BATCH_ROWS)
+        if len(text.encode("utf-8")) * rows > _REPEATS_BYTES // 4:  # a long text: built each time, not kept
+            return _repeated(text, n)
+        have = _repeated(text, rows)
+        with _repeats_lock:
+            if sum(a.nbytes for a in _repeats.values()) + have.nbytes > _REPEATS_BYTES:
+                _repeats.clear()
+            _repeats[text] = have
+    return have if len(have) == n else have.slice(0, n)
+
+
+def _repeated(text: str, n: int) -> pa.Array:
     raw = text.encode("utf-8")
     offsets = np.arange(0, (n + 1) * len(raw), len(raw), dtype=np.int32) if raw else np.zeros(n + 1, np.int32)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])

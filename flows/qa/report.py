@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from jinja2 import Environment, StrictUndefined
 
+from flows.core.arrays import combine
 from flows.core.models import TaskType, WorkOrder
 from flows.qa import charts
 from flows.qa.charts import format_threshold, format_value
@@ -256,7 +257,7 @@ def top_confusions(matrix: pd.DataFrame, n: int = TOP_CONFUSIONS) -> pd.DataFram
 def _encode(values: Any) -> tuple[np.ndarray, pa.Array]:
     """Dictionary codes and distinct values (Arrow: pandas hashes its Arrow strings through Python objects)."""
     array = pa.array(values, from_pandas=True)
-    encoded = pc.dictionary_encode(array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array)
+    encoded = pc.dictionary_encode(combine(array))
     return pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flows.core.arrays import combine
 from flows.core.models import QAThresholds, TaskType, WorkOrder
 
 #: Reason codes, in the order they are listed, with what they mean in plain words.
@@ -80,7 +81,7 @@ def _answered(log: pd.DataFrame) -> pd.DataFrame:
 def _arrow(values: Any) -> pa.Array:
     """A column as an Arrow array (zero-copy from pandas' Arrow-backed strings)."""
     array = pa.array(values, from_pandas=True) if not isinstance(values, pa.Array | pa.ChunkedArray) else values
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    return combine(array)
 
 
 def _codes(values: Any) -> tuple[np.ndarray, pa.Array]:

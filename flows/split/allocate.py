@@ -61,6 +61,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flows.core.arrays import combine
 from flows.core.models import PartnerRegistry, PartnerSite, TaskType, WorkOrder
 from flows.core.schemas import ASSIGNMENTS
 from flows.split.eligibility import eligible_sites
@@ -325,7 +326,7 @@ def _id_array(table: pd.DataFrame | pa.Table, what: str) -> pa.StringArray:
     if "item_id" not in names:
         raise AllocationError(f"{what} has no item_id column")
     raw = table.column("item_id") if isinstance(table, pa.Table) else pa.array(table["item_id"], from_pandas=True)
-    column = (raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw).cast(pa.string())
+    column = combine(raw).cast(pa.string())
     if column.null_count:
         raise AllocationError(f"{what} has {column.null_count} rows without an item_id")
     if pc.count_distinct(column).as_py() != len(column):

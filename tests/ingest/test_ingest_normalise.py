@@ -358,3 +358,22 @@ def test_as_text(array: pa.Array, expected: list[str | None]) -> None:
     out = as_text(array)
     assert out.type == pa.string()
     assert out.to_pylist() == expected
+
+
+def test_repeated_strings_are_built_once_and_sliced_for_each_batch() -> None:
+    from flows.ingest import normalise as module
+
+    module._repeats.clear()
+    first = module._repeat("s3://b/naïve file.csv", 5)
+    assert first.to_pylist() == ["s3://b/naïve file.csv"] * 5
+    later = module._repeat("s3://b/naïve file.csv", 3)
+    assert later.to_pylist() == ["s3://b/naïve file.csv"] * 3
+    assert later.buffers()[2].address == first.buffers()[2].address  # the same copies, not new ones
+    assert module._repeat("", 4).to_pylist() == [""] * 4
+    assert module._repeat("x", 0).to_pylist() == []
+    big = module.DEFAULT_BATCH_ROWS + 7
+    assert module._repeat("ab", big).to_pylist() == ["ab"] * big
+    long = "k" * (module._REPEATS_BYTES // module.DEFAULT_BATCH_ROWS)  # too long to keep: built to size
+    assert module._repeat(long, 2).to_pylist() == [long, long]
+    assert long not in module._repeats
+    assert sum(a.nbytes for a in module._repeats.values()) <= module._REPEATS_BYTES

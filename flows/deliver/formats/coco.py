@@ -17,10 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flows.core.arrays import combine
 from flows.core.models import TaskType
 from flows.deliver.formats.deliverable import DeliveryContext, FormatNotApplicable, answers, deliverable_table
 from flows.deliver.formats.images import class_ids, explode_boxes, file_names, require_sizes, resolve_sizes
-from flows.deliver.formats.json_arrow import combine, dumps, join_bytes, join_skip, json_number, json_quote
+from flows.deliver.formats.json_arrow import dumps, join_bytes, join_skip, json_number, json_quote
 
 COCO_TASK_TYPES = frozenset({TaskType.IMAGE_CLASSIFICATION, TaskType.OBJECT_DETECTION})
 

@@ -14,8 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flows.core.arrays import combine
 from flows.core.models import TaskType, WorkOrder
-from flows.deliver.formats.json_arrow import combine, json_string_lists, objects_to_struct, per_unique
+from flows.deliver.formats.json_arrow import json_string_lists, objects_to_struct, per_unique
 
 #: One row per delivered item. ``record`` and ``answer`` are JSON objects as text, as is ``fields`` (a
 #: listing's current field values, from ingest); ``sites`` is the comma-separated list of partner sites
@@ -199,7 +200,7 @@ def site_ids(sites: pa.Array | pa.ChunkedArray) -> pa.Array:
     empty = pc.fill_null(pc.equal(cleaned, ""), True)
     lists = pc.split_pattern(pc.if_else(empty, pa.scalar(None, pa.string()), cleaned), ",")
     lists = pc.if_else(empty, pa.scalar([], pa.list_(pa.string())), lists)
-    return lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    return combine(lists)
 
 
 def _require_unique(ids: pd.Series, what: str) -> None:

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
+from flows.core.arrays import combine
 from flows.core.models import TaskType
 from flows.deliver.formats.deliverable import DeliveryContext, answers
-from flows.deliver.formats.json_arrow import combine, large, objects_to_struct
+from flows.deliver.formats.json_arrow import large, objects_to_struct
 
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 

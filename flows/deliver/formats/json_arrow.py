@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from flows.core.arrays import combine
+
 Part: TypeAlias = "pa.Array | pa.ChunkedArray | str"
 
 _CONTROL = r"[\x00-\x1f]"
@@ -36,13 +38,6 @@ def large(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One contiguous ``large_string`` array (64-bit offsets: a delivery can exceed 2 GiB of text)."""
     arr = combine(values)
     return arr if arr.type == pa.large_string() else pc.cast(arr, pa.large_string())
-
-
-def combine(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One contiguous array from an array or a chunked array."""
-    if isinstance(values, pa.ChunkedArray):
-        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
-    return values
 
 
 def json_quote(values: pa.Array | pa.ChunkedArray) -> pa.Array:
