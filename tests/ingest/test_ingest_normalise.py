@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from flows.core.models import ColumnMapping
@@ -377,3 +378,24 @@ def test_repeated_strings_are_built_once_and_sliced_for_each_batch() -> None:
     assert module._repeat(long, 2).to_pylist() == [long, long]
     assert long not in module._repeats
     assert sum(a.nbytes for a in module._repeats.values()) <= module._REPEATS_BYTES
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_take_rows_gives_what_arrows_filter_gives(seed: int) -> None:
+    from flows.ingest.normalise import take_rows
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3_000))
+    words = ["", "a", "naïve", "Zoë 🙂", "x" * 300, '{"id":"7","text":"ok"}']
+    values = [words[i] for i in rng.integers(0, len(words), n)]
+    keep = rng.random(n) < [0.995, 0.5, 0.0, 1.0, 0.9, 0.05][seed]
+    mask = pa.array(keep)
+    rows = np.flatnonzero(keep)
+    whole = pa.array(values, pa.string())
+    # A slice (its offsets do not start at 0), values with nulls, another type: all as Arrow filters them.
+    sliced = pa.array(["skip", *values], pa.string()).slice(1)
+    with_nulls = pa.array([None if i % 7 == 0 else v for i, v in enumerate(values)], pa.string())
+    for col in (whole, sliced, with_nulls, pa.array(values, pa.large_string()), pa.array(range(n), pa.int64())):
+        got = take_rows(col, rows, mask)
+        got.validate(full=True)
+        assert got.equals(pc.filter(col, mask))
