@@ -360,10 +360,7 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     else:
         keep = np.zeros(n, dtype=bool)
         keep[acc] = True
-        mask = pa.array(keep)
-        accepted = pa.Table.from_arrays(
-            [take_rows(combine(c), acc, mask) for c in p.items.columns], schema=p.items.schema
-        )
+        accepted = pa.Table.from_arrays([take_rows(combine(c), keep) for c in p.items.columns], schema=p.items.schema)
     content_keys = canon.content_keys[acc, 0]
     accepted = accepted.cast(ITEMS)  # only now: rejected rows may have null ids
     dup_rows = valid[dup]

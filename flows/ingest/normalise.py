@@ -387,21 +387,22 @@ def _copy_runs(offsets, data, starts, ends, out):
         p += b - a
 
 
-def take_rows(col: pa.Array, rows: np.ndarray, mask: pa.Array) -> pa.Array:
-    """``col`` at ``rows`` (ascending), ``mask`` being the same rows as a boolean array.
+def take_rows(col: pa.Array, keep: np.ndarray) -> pa.Array:
+    """The values of ``col`` where ``keep`` (a boolean array, one a row) is true.
 
     A string column without nulls is copied run by run of consecutive rows (the rows dedupe keeps are
     nearly all of them) into buffers sized once, without the GIL; any other column by Arrow's filter, whose
     string buffers grow as they fill instead (a new block, copied, each time they double: on 2.5M CSV rows
     a third of the ingest's page faults).
     """
+    rows = np.flatnonzero(keep)
     if col.type != pa.string() or col.null_count or len(rows) == 0:
-        return pc.filter(col, mask)
+        return pc.filter(col, pa.array(keep))
     offs, data = _buffers(col)
     lengths = offs[rows + 1] - offs[rows]
     total = int(lengths.sum())
     if total >= 1 << 31:  # beyond a string array's 32-bit offsets
-        return pc.filter(col, mask)
+        return pc.filter(col, pa.array(keep))
     out_offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum(lengths, out=out_offsets[1:], dtype=np.int32)
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1

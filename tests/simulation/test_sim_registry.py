@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -40,27 +40,16 @@ def test_registry_profiles_errors(kwargs: dict[str, object], match: str) -> None
 
 @pytest.mark.parametrize("today", [date(2026, 11, 23), date(2027, 6, 20), date(2030, 1, 2)])
 def test_the_demo_registry_screens_the_same_sites_whenever_the_demo_runs(today: date) -> None:
-    from flows.core.models import WorkOrder
+    from flows.core.models import TaskType
     from flows.core.settings import Settings
     from flows.split.eligibility import eligible_sites
-    from simulation.demo import demo_registry
+    from simulation.datasets import sample_dataset
+    from simulation.demo import demo_registry, make_work_order
 
     # The sample's own audits lapse one by one from March 2027 (dadaab's first): the demo's are dated to today.
     registry = demo_registry(Settings(_env_file=None), today=today)  # type: ignore[call-arg]
-    work_order = WorkOrder.model_validate(
-        {
-            "id": "demo-0001",
-            "client_id": "demo",
-            "source": {"uri": "s3://client-in/demo", "format": "csv"},
-            "task_type": "text_classification",
-            "columns": {"text": "body"},
-            "label_schema": {"classes": ["a", "b"]},
-            "deadline": datetime.combine(today, time(12), tzinfo=UTC) + timedelta(days=3),
-            "price_per_item": 0.1,
-            "pay_per_task": 0.02,
-            "delivery": {"uri": "s3://client-out/demo"},
-        }
-    )
+    dataset = sample_dataset(TaskType.IMAGE_CLASSIFICATION, 5, seed=1)
+    work_order = make_work_order("demo-0001", dataset, "s3://acme-data/x/", "s3://acme-data/g.jsonl")
     eligible, passed_over = eligible_sites(registry, work_order, today)
     assert [s.id for s in eligible] == ["nairobi", "dadaab"]
     assert passed_over["lahore"].startswith("audit lapsed: last audit ")
