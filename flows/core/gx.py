@@ -91,23 +91,37 @@ def run_checkpoint(
 
     names = {d.name for d in context.data_sources.all().values()}
     source = context.data_sources.get("kazi") if "kazi" in names else context.data_sources.add_pandas(name="kazi")
-    suite = context.suites.add_or_update(suite)
+    suite = _add(context.suites, suite)
     asset = source.add_dataframe_asset(name=name)  # type: ignore[attr-defined]
     batch = asset.add_batch_definition_whole_dataframe(f"{name}-whole")
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{name}.validation", data=batch, suite=suite)
+    definition = _add(
+        context.validation_definitions, gx.ValidationDefinition(name=f"{name}.validation", data=batch, suite=suite)
     )
-    checkpoint = context.checkpoints.add_or_update(
+    checkpoint = _add(
+        context.checkpoints,
         gx.Checkpoint(
             name=f"{name}.checkpoint",
             validation_definitions=[definition],
             actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE])] if update_docs else [],
             result_format=result_format or {"result_format": "SUMMARY", "partial_unexpected_count": 20},
-        )
+        ),
     )
     result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
     _release_batches(source)
     return result
+
+
+def _add(collection: Any, item: Any) -> Any:
+    """``item`` added to a context's collection (suites, validation definitions, checkpoints), or put in
+    place of the one of its name already there. ``add_or_update`` alone first compares the stored item
+    with the new one, expectation by expectation: 0.025 s of an ingest's two checkpoints, where the
+    context is fresh and nothing is stored yet."""
+    from great_expectations.exceptions import DataContextError
+
+    try:
+        return collection.add(item)
+    except DataContextError:
+        return collection.add_or_update(item)
 
 
 def build_docs(context: AbstractDataContext) -> None:

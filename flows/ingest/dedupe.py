@@ -40,7 +40,7 @@ from flows.core.models import WorkOrder
 from flows.core.schemas import DUPLICATES, ITEMS, QUARANTINE
 from flows.ingest.contract import MediaCheck, check_rows, first_failures, media_problems
 from flows.ingest.digest_index import DigestIndex, classify
-from flows.ingest.normalise import N_SHARDS, CanonicalBatch, normalise, take_rows
+from flows.ingest.normalise import N_SHARDS, CanonicalBatch, normalise, repeat_string, take_rows
 from flows.ingest.read import RawBatch
 
 _ROW_BITS = 40
@@ -344,23 +344,33 @@ def _split(p: PreparedBatch, state: SeenState) -> IngestedBatch:
     """Dedupe (in order: the only sequential step) and the tables of one batch."""
     raw, canon, failures = p.raw, p.canon, p.failures
     n = p.items.num_rows
-    ok = np.ones(n, dtype=bool)
-    ok[failures["row"].to_numpy()] = False
-    valid = np.flatnonzero(ok)
+    if failures.num_rows:
+        ok = np.ones(n, dtype=bool)
+        ok[failures["row"].to_numpy()] = False
+        valid = np.flatnonzero(ok)
+        checked = (canon.id_keys[valid], canon.content_keys[valid], canon.has_content[valid])
+    else:  # every row passed the contract: no copies
+        valid = np.arange(n)
+        checked = (canon.id_keys, canon.content_keys, canon.has_content)
     locs = state.locations(raw.source_object, raw.rows[valid])
-    kind, dup_of = find_duplicates(
-        canon.id_keys[valid], canon.content_keys[valid], canon.has_content[valid], locs, state
-    )
+    kind, dup_of = find_duplicates(*checked, locs, state)
     acc = valid[kind == ACCEPTED]
     dup = kind != ACCEPTED
     # The accepted rows in file order: one copy of the rows that drops the others (runs of rows copied;
-    # nothing at all when every row was accepted), column by column (see take_rows).
+    # nothing at all when every row was accepted), column by column (see take_rows). The source object is
+    # the same in every row: its column is cut from the kept copy instead (repeat_string).
     if len(acc) == n:
         accepted = p.items
     else:
         keep = np.zeros(n, dtype=bool)
         keep[acc] = True
-        accepted = pa.Table.from_arrays([take_rows(combine(c), keep) for c in p.items.columns], schema=p.items.schema)
+        accepted = pa.Table.from_arrays(
+            [
+                repeat_string(raw.source_object, len(acc)) if name == "source_object" else take_rows(combine(c), keep)
+                for name, c in zip(p.items.column_names, p.items.columns, strict=True)
+            ],
+            schema=p.items.schema,
+        )
     content_keys = canon.content_keys[acc, 0]
     accepted = accepted.cast(ITEMS)  # only now: rejected rows may have null ids
     dup_rows = valid[dup]

@@ -76,3 +76,23 @@ def test_real_great_expectations_docs_become_readable_offline(tmp_path: Path) ->
     assert "wo-2.output" in text and "&#10008; failed" in text and "1 of 2" in text
     link = re.search(r'<a href="(validations/[^"]+\.html)">wo-2.output</a>', text)
     assert link is not None and (tmp_path / link.group(1)).is_file()
+
+
+def test_one_suite_validates_two_frames_in_one_context(tmp_path: Path) -> None:
+    """The second checkpoint finds the suite already stored (added by the first) and uses it."""
+    import great_expectations as gx
+
+    from flows.core.gx import docs_context, run_checkpoint
+
+    context = docs_context(tmp_path)
+
+    def suite() -> gx.ExpectationSuite:
+        return gx.ExpectationSuite(
+            name="wo-3.output",
+            expectations=[gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=["cat", "dog"])],
+        )
+
+    first = run_checkpoint(context, suite(), pd.DataFrame({"label": ["cat", "dog"]}), name="a", run_name="r")
+    second = run_checkpoint(context, suite(), pd.DataFrame({"label": ["cow"]}), name="b", run_name="r")
+    assert first.success is True and second.success is False
+    assert [s.name for s in context.suites.all()] == ["wo-3.output"]

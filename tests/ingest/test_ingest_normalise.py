@@ -17,6 +17,7 @@ from flows.core.schemas import ITEMS
 from flows.ingest.normalise import (
     N_SHARDS,
     as_text,
+    content_digest,
     digest,
     hex_digest,
     id_key,
@@ -227,17 +228,21 @@ TRICKY = [
 ]
 
 
+_MASK = (1 << 64) - 1
+
+
+def fmix(x: int) -> int:
+    """SplitMix64's finaliser, in Python."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
 def reference_digest(values: list[str | None]) -> list[tuple[int, int]]:
     """The digest's definition, one value at a time in Python (see :func:`flows.ingest.normalise.digest`)."""
-    mask = (1 << 64) - 1
-
-    def fmix(x: int) -> int:
-        x ^= x >> 30
-        x = (x * 0xBF58476D1CE4E5B9) & mask
-        x ^= x >> 27
-        x = (x * 0x94D049BB133111EB) & mask
-        return x ^ (x >> 31)
-
+    mask = _MASK
     out = []
     for value in values:
         if value is None:
@@ -284,6 +289,40 @@ def test_digests_are_pinned() -> None:
         ("0x8f1cb8b1ca3551d6", "0x20ed3d5e4ad560a2"),
         ("0x6e756c6c6e756c6c", "0x4e554c4c4e554c4c"),
     ]
+
+
+def test_content_keys_are_pinned() -> None:
+    # Content duplicates and the sample of accepted items derive from these (values of the numpy version).
+    text = pa.array(["Zoë from Zürich 🙂", "", None, "hello", "hello"])
+    media = pa.array([None, "s3://b/k.jpg", None, None, "s3://b/k.jpg"])
+    fields = pa.array([None, None, '{"name":"x"}', None, None])
+    got = content_digest(text, media, fields)
+    assert [(hex(int(a)), hex(int(b))) for a, b in got] == [
+        ("0x1ff272cf83325ab9", "0x6d7b222cb41c4240"),
+        ("0x5e9cafeb422e2ce9", "0x48623dea5e9c5fe4"),
+        ("0xfce5d027eed581a4", "0xc46f9a70cca492e8"),
+        ("0x19d94202bdf4e288", "0x36ff6b6fa656febd"),
+        ("0x6d9d6bc0cd236a8f", "0xf85e267c6bbf19b"),
+    ]
+
+
+def test_content_keys_follow_their_definition() -> None:
+    """Each part's digest folded in, in order, from (0, K3):
+    hi = fmix(hi ^ (d_hi + i*K1)), lo = fmix(lo + (d_lo ^ i*K2))."""
+    mask = _MASK
+    rng = np.random.default_rng(5)
+    parts = [[None if rng.random() < 0.3 else f"v{int(rng.integers(0, 9))}" for _ in range(200)] for _ in range(3)]
+    want = []
+    for row in zip(*(reference_digest(p) for p in parts), strict=True):
+        hi, lo = 0, 0x94D049BB133111EB
+        for i, (d_hi, d_lo) in enumerate(row, start=1):
+            hi = fmix(hi ^ ((d_hi + i * 0x9E3779B97F4A7C15) & mask))
+            lo = fmix((lo + (d_lo ^ ((i * 0xBF58476D1CE4E5B9) & mask))) & mask)
+        want.append((hi, lo))
+    got = content_digest(*(pa.array(p, pa.string()) for p in parts))
+    assert [tuple(d) for d in got.tolist()] == want
+    sliced = content_digest(*(pa.array(p, pa.string()).slice(50, 100) for p in parts))
+    assert [tuple(d) for d in sliced.tolist()] == want[50:150]
 
 
 def test_digests_differ_for_different_values_and_match_for_equal_ones() -> None:
@@ -365,17 +404,17 @@ def test_repeated_strings_are_built_once_and_sliced_for_each_batch() -> None:
     from flows.ingest import normalise as module
 
     module._repeats.clear()
-    first = module._repeat("s3://b/naïve file.csv", 5)
+    first = module.repeat_string("s3://b/naïve file.csv", 5)
     assert first.to_pylist() == ["s3://b/naïve file.csv"] * 5
-    later = module._repeat("s3://b/naïve file.csv", 3)
+    later = module.repeat_string("s3://b/naïve file.csv", 3)
     assert later.to_pylist() == ["s3://b/naïve file.csv"] * 3
     assert later.buffers()[2].address == first.buffers()[2].address  # the same copies, not new ones
-    assert module._repeat("", 4).to_pylist() == [""] * 4
-    assert module._repeat("x", 0).to_pylist() == []
+    assert module.repeat_string("", 4).to_pylist() == [""] * 4
+    assert module.repeat_string("x", 0).to_pylist() == []
     big = module.DEFAULT_BATCH_ROWS + 7
-    assert module._repeat("ab", big).to_pylist() == ["ab"] * big
+    assert module.repeat_string("ab", big).to_pylist() == ["ab"] * big
     long = "k" * (module._REPEATS_BYTES // module.DEFAULT_BATCH_ROWS)  # too long to keep: built to size
-    assert module._repeat(long, 2).to_pylist() == [long, long]
+    assert module.repeat_string(long, 2).to_pylist() == [long, long]
     assert long not in module._repeats
     assert sum(a.nbytes for a in module._repeats.values()) <= module._REPEATS_BYTES
 
