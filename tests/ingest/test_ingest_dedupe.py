@@ -219,7 +219,7 @@ def test_memory_is_the_table_s_budget_whatever_the_rows() -> None:
             keys(ids), keys(ids), np.ones(50_000, bool), state.locations("f", np.arange(start, start + 50_000)), state
         )
         sizes.append(state.nbytes)
-    # Two tables of 2^21 slots of 24 bytes (MEMORY_KEYS and a batch at 60 % load at most), sized once.
+    # Two tables of 2^21 slots of 24 bytes (room for MEMORY_KEYS and a batch under 60 % load), sized once.
     assert sizes == [2 * 24 * 2**21] * 4
 
 
