@@ -338,53 +338,72 @@ def _fold(out, d, salt_hi, salt_lo):
 
 @njit(nogil=True, cache=True)
 def _digest(offsets, data, valid, out):
-    """See :func:`digest`: one pass over each value's bytes, read as little-endian words zero-padded to 8."""
+    """See :func:`digest`: one pass over each value's bytes, read as little-endian words zero-padded to 8.
+
+    Indices are unsigned: numba checks a signed index for wraparound on every load, which kept the eight
+    byte loads of a word from merging into one (6.9 against 3.3 ms for 131,072 texts of 80 bytes).
+    """
+    one, eight = np.uint64(1), np.uint64(8)
     for i in range(offsets.shape[0] - 1):
         if not valid[i]:
             out[i, 0], out[i, 1] = _NULL_DIGEST
             continue
-        start = offsets[i]
-        length = offsets[i + 1] - start
+        start = np.uint64(offsets[i])
+        length = np.uint64(offsets[i + 1]) - start
         hx = np.uint64(0)
         ha = np.uint64(0)
-        pos = np.uint64(1)
-        j = 0
+        pos = one
+        j = np.uint64(0)
         while j < length:
             at = start + j
-            if j + 8 <= length:  # a whole word: eight loads the compiler merges into one
+            if j + eight <= length:  # a whole word: eight loads the compiler merges into one
                 word = (
                     np.uint64(data[at])
-                    | np.uint64(data[at + 1]) << np.uint64(8)
-                    | np.uint64(data[at + 2]) << np.uint64(16)
-                    | np.uint64(data[at + 3]) << np.uint64(24)
-                    | np.uint64(data[at + 4]) << np.uint64(32)
-                    | np.uint64(data[at + 5]) << np.uint64(40)
-                    | np.uint64(data[at + 6]) << np.uint64(48)
-                    | np.uint64(data[at + 7]) << np.uint64(56)
+                    | np.uint64(data[at + one]) << np.uint64(8)
+                    | np.uint64(data[at + np.uint64(2)]) << np.uint64(16)
+                    | np.uint64(data[at + np.uint64(3)]) << np.uint64(24)
+                    | np.uint64(data[at + np.uint64(4)]) << np.uint64(32)
+                    | np.uint64(data[at + np.uint64(5)]) << np.uint64(40)
+                    | np.uint64(data[at + np.uint64(6)]) << np.uint64(48)
+                    | np.uint64(data[at + np.uint64(7)]) << np.uint64(56)
                 )
             else:
                 word = np.uint64(0)
-                for b in range(length - j):
-                    word |= np.uint64(data[at + b]) << np.uint64(8 * b)
+                b = np.uint64(0)
+                while j + b < length:
+                    word |= np.uint64(data[at + b]) << (eight * b)
+                    b += one
             mixed = _fmix1((pos * _K1) ^ word)
             hx ^= mixed
             ha += mixed
-            pos += np.uint64(1)
-            j += 8
-        n = np.uint64(length)
-        out[i, 0] = _fmix1(hx ^ (n * _K3) ^ _SEED[0])
-        out[i, 1] = _fmix1(ha + n * _K1 + _SEED[1])
+            pos += one
+            j += eight
+        out[i, 0] = _fmix1(hx ^ (length * _K3) ^ _SEED[0])
+        out[i, 1] = _fmix1(ha + length * _K1 + _SEED[1])
 
 
 @njit(nogil=True, cache=True)
-def _copy_runs(offsets, data, starts, ends, out):
-    """The bytes of the rows ``[starts[k], ends[k])`` of a string array, run after run, into ``out``."""
-    p = 0
+def _copy_runs(offsets, data, starts, ends, out_offsets, out):
+    """The rows ``[starts[k], ends[k])`` of a string array, run after run: their bytes into ``out`` and
+    their offsets into ``out_offsets``.
+
+    Byte loops on unsigned indices, which LLVM turns into ``memcpy`` (signed indices carry numba's
+    negative-index wraparound, and a slice assignment compiles to an element loop: 3.1 against 18 GB/s).
+    """
+    p = np.uint64(0)
+    q = 0
+    out_offsets[0] = 0
     for k in range(starts.shape[0]):
-        a = offsets[starts[k]]
-        b = offsets[ends[k]]
-        out[p : p + (b - a)] = data[a:b]
-        p += b - a
+        a = np.uint64(offsets[starts[k]])
+        for r in range(starts[k], ends[k]):
+            q += 1
+            out_offsets[q] = p + (np.uint64(offsets[r + 1]) - a)
+        n = np.uint64(offsets[ends[k]]) - a
+        i = np.uint64(0)
+        while i < n:
+            out[p + i] = data[a + i]
+            i += np.uint64(1)
+        p += n
 
 
 def take_rows(col: pa.Array, keep: np.ndarray) -> pa.Array:
@@ -395,22 +414,20 @@ def take_rows(col: pa.Array, keep: np.ndarray) -> pa.Array:
     string buffers grow as they fill instead (a new block, copied, each time they double: on 2.5M CSV rows
     a third of the ingest's page faults).
     """
-    rows = np.flatnonzero(keep)
-    if col.type != pa.string() or col.null_count or len(rows) == 0:
+    kept = int(np.count_nonzero(keep))
+    if col.type != pa.string() or col.null_count or kept == 0:
         return pc.filter(col, pa.array(keep))
     offs, data = _buffers(col)
-    lengths = offs[rows + 1] - offs[rows]
-    total = int(lengths.sum())
+    edges = np.diff(keep.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    total = int((offs[ends] - offs[starts]).sum())
     if total >= 1 << 31:  # beyond a string array's 32-bit offsets
         return pc.filter(col, pa.array(keep))
-    out_offsets = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=out_offsets[1:], dtype=np.int32)
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = rows[np.concatenate([[0], breaks])]
-    ends = rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1
+    out_offsets = np.empty(kept + 1, dtype=np.int32)
     out = np.empty(total, dtype=np.uint8)
-    _copy_runs(offs, data, starts, ends, out)
-    return pa.Array.from_buffers(pa.string(), len(rows), [None, pa.py_buffer(out_offsets), pa.py_buffer(out)])
+    _copy_runs(offs, data, starts, ends, out_offsets, out)
+    return pa.Array.from_buffers(pa.string(), kept, [None, pa.py_buffer(out_offsets), pa.py_buffer(out)])
 
 
 def digest(col: pa.Array) -> np.ndarray:
