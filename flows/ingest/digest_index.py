@@ -156,13 +156,14 @@ class _Run:
 
 @njit(nogil=True, cache=True)
 def _slot(t_hi, t_lo, t_loc, shift, hi, lo):
-    """The slot holding (hi, lo), or the empty slot where it would go (linear probing)."""
-    mask = t_loc.shape[0] - 1
-    s = np.int64((hi * _GOLDEN) >> shift)
+    """The slot holding (hi, lo), or the empty slot where it would go (linear probing). Slots are unsigned:
+    numba checks a signed index for wraparound on every access."""
+    mask = np.uint64(t_loc.shape[0] - 1)
+    s = (hi * _GOLDEN) >> shift
     while t_loc[s] != _FREE:
         if t_hi[s] == hi and t_lo[s] == lo:
             return s
-        s = (s + 1) & mask
+        s = (s + np.uint64(1)) & mask
     return s
 
 

@@ -275,11 +275,26 @@ def _repeated(text: str, n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
 
 
+@njit(nogil=True, cache=True)
+def _needs_escape(data):
+    """Whether any byte is a quote, a backslash or a control character: one pass that LLVM vectorises (an
+    OR of comparisons, on unsigned indices), instead of three numpy comparisons and their temporaries."""
+    found = False
+    i = np.uint64(0)
+    n = np.uint64(data.shape[0])
+    while i < n:
+        b = data[i]
+        found |= (b < 0x20) | (b == 0x22) | (b == 0x5C)
+        i += np.uint64(1)
+    return found
+
+
 def json_escape(col: pa.Array) -> pa.Array:
     """String values with JSON escapes applied (quotes, backslashes, control characters); nulls stay null."""
     _, data = _buffers(col)
+    if not _needs_escape(data):  # nearly always: most text has nothing to escape
+        return col
     present: set[int] = set()
-    # Three SIMD comparisons beat a table lookup per byte by far.
     if np.count_nonzero(data == 0x22):
         present.add(0x22)
     if np.count_nonzero(data == 0x5C):
@@ -287,8 +302,6 @@ def json_escape(col: pa.Array) -> pa.Array:
     control = data < 0x20
     if np.count_nonzero(control):
         present |= set(np.unique(data[control]).tolist())
-    if not present:
-        return col
     out = col
     if 0x5C in present:  # first, so the backslashes added below are not doubled
         out = pc.replace_substring(out, "\\", "\\\\")
