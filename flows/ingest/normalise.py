@@ -238,8 +238,57 @@ def json_objects(names: Sequence[str], cols: Sequence[pa.Array]) -> pa.Array:
             pieces += [pending, pc.fill_null(quoted, "null")]
             pending = ""
     pieces.append(pending + "}")
-    # Constants as arrays: binary_join_element_wise is about twice as fast without scalar broadcasting.
-    return pc.binary_join_element_wise(*[repeat_string(p, n) if isinstance(p, str) else p for p in pieces], "")
+    return _join_pieces(pieces, n)
+
+
+def _join_pieces(pieces: list[Any], n: int) -> pa.Array:
+    """Row by row, ``pieces[0] + pieces[1][row] + pieces[2] + ...``: texts at even places, string arrays
+    without nulls at odd ones, concatenated by one compiled pass into buffers sized first.
+
+    Arrow's ``binary_join_element_wise`` did the same at 2/3 of the speed (14.5 against 10.3 ms for a
+    batch of 131,072 records of 130 bytes), into memory from Arrow's allocator, whose pages it gives
+    back and faults in again batch after batch (a fifth of an ingest's page faults).
+    """
+    texts = [p.encode("utf-8") for p in pieces[0::2]]
+    columns = [_buffers(a) for a in pieces[1::2]]
+    text_offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in texts], out=text_offsets[1:])
+    starts = np.empty((len(columns), n + 1), dtype=np.int64)
+    base = 0
+    for j, (offs, data) in enumerate(columns):
+        np.add(offs, base, out=starts[j])
+        base += len(data)
+    out_offsets = np.empty(n + 1, dtype=np.int64)
+    out_offsets[0] = 0
+    np.cumsum((starts[:, 1:] - starts[:, :-1]).sum(axis=0) + text_offsets[-1], out=out_offsets[1:])
+    if out_offsets[-1] >= 1 << 31:  # beyond a string array's 32-bit offsets: Arrow says so
+        return pc.binary_join_element_wise(*[repeat_string(p, n) if isinstance(p, str) else p for p in pieces], "")
+    out = np.empty(int(out_offsets[-1]), dtype=np.uint8)
+    data = np.concatenate([d for _, d in columns]) if columns else np.zeros(0, np.uint8)
+    _join(starts, data, np.frombuffer(b"".join(texts), dtype=np.uint8), text_offsets, out_offsets, out)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(out_offsets.astype(np.int32)), pa.py_buffer(out)])
+
+
+@njit(nogil=True, cache=True)
+def _join(starts, data, texts, text_offsets, out_offsets, out):
+    """See :func:`_join_pieces`: column ``j`` of row ``r`` is ``data[starts[j, r]:starts[j, r + 1]]``."""
+    one = np.uint64(1)
+    for r in range(out_offsets.shape[0] - 1):
+        p = np.uint64(out_offsets[r])
+        for j in range(starts.shape[0] + 1):
+            a = np.uint64(text_offsets[j])
+            e = np.uint64(text_offsets[j + 1])
+            while a < e:
+                out[p] = texts[a]
+                p += one
+                a += one
+            if j < starts.shape[0]:
+                a = np.uint64(starts[j, r])
+                e = np.uint64(starts[j, r + 1])
+                while a < e:
+                    out[p] = data[a]
+                    p += one
+                    a += one
 
 
 #: Repeated strings kept for later batches (see :func:`repeat_string`), up to this many bytes in all.
