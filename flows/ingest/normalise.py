@@ -253,27 +253,33 @@ def _join_pieces(pieces: list[Any], n: int) -> pa.Array:
     columns = [_buffers(a) for a in pieces[1::2]]
     text_offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum([len(t) for t in texts], out=text_offsets[1:])
-    starts = np.empty((len(columns), n + 1), dtype=np.int64)
-    base = 0
-    for j, (offs, data) in enumerate(columns):
-        np.add(offs, base, out=starts[j])
-        base += len(data)
-    out_offsets = np.empty(n + 1, dtype=np.int64)
-    out_offsets[0] = 0
-    np.cumsum((starts[:, 1:] - starts[:, :-1]).sum(axis=0) + text_offsets[-1], out=out_offsets[1:])
+    lengths = np.full(n, text_offsets[-1], dtype=np.int64)
+    for offs, _ in columns:
+        lengths += np.diff(offs)
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_offsets[1:])
     if out_offsets[-1] >= 1 << 31:  # beyond a string array's 32-bit offsets: Arrow says so
         return pc.binary_join_element_wise(*[repeat_string(p, n) if isinstance(p, str) else p for p in pieces], "")
     out = np.empty(int(out_offsets[-1]), dtype=np.uint8)
     data = np.concatenate([d for _, d in columns]) if columns else np.zeros(0, np.uint8)
-    _join(starts, data, np.frombuffer(b"".join(texts), dtype=np.uint8), text_offsets, out_offsets, out)
+    bases = np.cumsum([0] + [len(d) for _, d in columns[:-1]], dtype=np.int64)
+    # Where each value starts in ``data``, for a block of rows at a time: a file of many columns would
+    # otherwise need columns x rows of them at once (300 columns of a batch: 300 MB).
+    step = max(1024, (1 << 20) // max(1, len(columns)))
+    joined = np.frombuffer(b"".join(texts), dtype=np.uint8)
+    for first in range(0, n, step):
+        last = min(n, first + step)
+        starts = np.stack([offs[first : last + 1] + base for (offs, _), base in zip(columns, bases, strict=True)])
+        _join(starts.reshape(len(columns), last - first + 1), data, joined, text_offsets, out_offsets[first:], out)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(out_offsets.astype(np.int32)), pa.py_buffer(out)])
 
 
 @njit(nogil=True, cache=True)
 def _join(starts, data, texts, text_offsets, out_offsets, out):
-    """See :func:`_join_pieces`: column ``j`` of row ``r`` is ``data[starts[j, r]:starts[j, r + 1]]``."""
+    """See :func:`_join_pieces`: column ``j`` of row ``r`` is ``data[starts[j, r]:starts[j, r + 1]]``, and
+    the row goes to ``out[out_offsets[r]:]``, for the rows of ``starts``."""
     one = np.uint64(1)
-    for r in range(out_offsets.shape[0] - 1):
+    for r in range(starts.shape[1] - 1):
         p = np.uint64(out_offsets[r])
         for j in range(starts.shape[0] + 1):
             a = np.uint64(text_offsets[j])

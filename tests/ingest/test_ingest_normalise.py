@@ -419,6 +419,17 @@ def test_repeated_strings_are_built_once_and_sliced_for_each_batch() -> None:
     assert sum(a.nbytes for a in module._repeats.values()) <= module._REPEATS_BYTES
 
 
+def test_json_objects_of_many_columns_are_joined_block_by_block() -> None:
+    # 300 columns: the rows are joined in blocks (3,495 rows here), which must meet without a seam.
+    names = [f"c {c}" for c in range(300)]
+    cols = [pa.array([f"v{i}-{c}" if (i + c) % 11 else f'q"{i}' for i in range(4_000)]) for c in range(300)]
+    got = json_objects(names, cols)
+    got.validate(full=True)
+    for i in (0, 3_494, 3_495, 3_999):
+        row = {name: col[i].as_py() for name, col in zip(names, cols, strict=True)}
+        assert got[i].as_py() == json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_take_rows_gives_what_arrows_filter_gives(seed: int) -> None:
     from flows.ingest.normalise import take_rows
