@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -15,3 +16,19 @@ def combine(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     return values
+
+
+def string_buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets relative to the first value, as int64; data bytes) of a string or binary array, large or not,
+    without a copy of the data."""
+    large = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
+    width = 8 if large else 4
+    bufs = col.buffers()
+    offs = np.frombuffer(bufs[1], dtype=np.int64 if large else np.int32, count=len(col) + 1, offset=col.offset * width)
+    start, end = int(offs[0]), int(offs[-1])
+    data = (
+        np.frombuffer(bufs[2], dtype=np.uint8, count=end - start, offset=start)
+        if bufs[2] is not None and end > start
+        else np.zeros(0, np.uint8)
+    )
+    return offs.astype(np.int64) - start, data

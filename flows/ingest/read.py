@@ -52,6 +52,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from flows.core.arrays import string_buffers
 from flows.core.models import SourceFormat
 from flows.core.schemas import QUARANTINE
 
@@ -813,18 +814,6 @@ def _row_numbers(seen: int, n: int, pending: list[tuple[int, int, int, str]], pl
     return k + placed + np.searchsorted(shifted, k, side="right")
 
 
-def _buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets relative to the data start, data bytes) of a string array."""
-    offs = np.frombuffer(col.buffers()[1], dtype=np.int32, count=len(col) + 1, offset=col.offset * 4)
-    data_buf = col.buffers()[2]
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8, count=int(offs[-1] - offs[0]), offset=int(offs[0]))
-        if data_buf is not None and offs[-1] > offs[0]
-        else np.zeros(0, np.uint8)
-    )
-    return (offs - offs[0]).astype(np.int64), data
-
-
 def _break_positions(data: np.ndarray) -> np.ndarray:
     """Byte positions that end a line: LF, and CR not followed by LF."""
     lf = data == 10
@@ -837,7 +826,7 @@ def _line_breaks_per_row(cols: list[pa.Array]) -> np.ndarray:
     n = len(cols[0]) if cols else 0
     out = np.zeros(n, dtype=np.int64)
     for col in cols:
-        offs, data = _buffers(col)
+        offs, data = string_buffers(col)
         pos = _break_positions(data)
         if len(pos):
             out += np.bincount(np.searchsorted(offs, pos, side="right") - 1, minlength=n)[:n]
@@ -847,7 +836,7 @@ def _line_breaks_per_row(cols: list[pa.Array]) -> np.ndarray:
 def _total_breaks(cols: list[pa.Array]) -> int:
     total = 0
     for col in cols:
-        data = _buffers(col)[1]
+        data = string_buffers(col)[1]
         if np.count_nonzero(data == 13):
             total += len(_break_positions(data))
         else:
@@ -864,7 +853,7 @@ def _blank_rows(cols: list[pa.Array]) -> np.ndarray:
     n = len(cols[0]) if cols else 0
     blank = np.ones(n, dtype=bool)
     for col in cols:
-        offs, _ = _buffers(col)
+        offs, _ = string_buffers(col)
         blank &= np.diff(offs) == 0
     return blank
 

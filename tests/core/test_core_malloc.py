@@ -50,7 +50,6 @@ print(*[faults_of_one_block() for _ in range(4)])
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_a_16_mb_block_freed_and_allocated_again_reuses_its_pages() -> None:
     """Batch-sized blocks come from the heap: only the first one faults its pages in (4,096 of 4 kB)."""
     faults = [int(n) for n in subprocess.check_output([sys.executable, "-c", _REUSE, "set"], text=True).split()]
